@@ -1,0 +1,54 @@
+// Package eventq is the bounded buffer between an AMI session's reader and
+// the publisher: per node, capped in events, with a byte budget shared by the
+// whole process. It never blocks the producer: what does not fit is dropped,
+// counted, and recorded as a gap item placed exactly where the events were
+// lost, so the consumer can publish the hole in order.
+package eventq
+
+import (
+	"time"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+)
+
+// Kind tells what an Item carries.
+type Kind uint8
+
+const (
+	// KindEvent is one AMI event.
+	KindEvent Kind = iota + 1
+	// KindSessionStart marks a new AMI session (after login).
+	KindSessionStart
+	// KindSessionEnd marks the end of a session.
+	KindSessionEnd
+	// KindGap records events that were lost: FirstSeq..LastSeq, Count, Reason.
+	KindGap
+	// KindSnapshot carries the answer of an event-list action run after login.
+	KindSnapshot
+)
+
+// Item is one entry of a Queue, in the order the reader produced it.
+type Item struct {
+	Kind    Kind
+	Session string
+	Time    time.Time
+
+	// KindEvent: Seq is the per-session sequence number; Msg is owned by the
+	// queue and must be handed back with Queue.Release after use.
+	Seq uint64
+	Msg *amiwire.Message
+
+	// KindSessionStart: the AMI version from the banner.
+	Version string
+
+	// KindSessionEnd and KindGap: why; KindSessionEnd also sets LastSeq.
+	Reason string
+	// KindGap: the lost range and its size. KindSessionEnd: LastSeq.
+	FirstSeq, LastSeq, Count uint64
+
+	// KindSnapshot: the action run and its list events (completion excluded).
+	Action string
+	Items  []*amiwire.Message
+	// Size is the bytes the item holds against the budget.
+	Size int
+}

@@ -1,0 +1,73 @@
+package session
+
+import (
+	"errors"
+	"time"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+)
+
+// Sentinel errors returned by Send and the session; check them with errors.Is.
+var (
+	// ErrDisconnected: the session dropped while the action was pending, or
+	// before it was written. The action was never and will never be resent.
+	ErrDisconnected = errors.New("session: disconnected")
+	// ErrTimeout: the context deadline passed before a complete answer came.
+	// A late answer is discarded and counted.
+	ErrTimeout = errors.New("session: timeout")
+	// ErrOverloaded: the cap on pending actions per session is reached.
+	ErrOverloaded = errors.New("session: too many pending actions")
+	// ErrNotConnected: no AMI session is up right now; returned at once.
+	ErrNotConnected = errors.New("session: not connected")
+	// ErrAuth: the PBX refused the credentials ("Authentication failed").
+	ErrAuth = errors.New("session: authentication failed")
+	// ErrTooLarge: the answer exceeded the configured cap on one answer;
+	// it was read to its end and discarded, and the session stays up.
+	ErrTooLarge = errors.New("session: answer too large")
+	// ErrClosed: the session was closed by its owner.
+	ErrClosed = errors.New("session: closed")
+	// ErrInvalidAction: the action cannot be encoded safely (CR/LF in a
+	// value, a colon in a key ...); nothing was written.
+	ErrInvalidAction = errors.New("session: invalid action")
+)
+
+// Header is one action header; a key may repeat (Variable).
+type Header = amiwire.Header
+
+// Action is a request to the PBX. The session assigns the ActionID; a caller
+// supplied ActionID header is refused as invalid.
+type Action struct {
+	Name    string
+	Headers []Header
+}
+
+// Result is the PBX's complete answer to one action. Nothing in it is
+// invented: it exists only when the PBX answered.
+type Result struct {
+	// ActionID is the ID the session assigned and the PBX echoed.
+	ActionID string
+	// Response is the response message (Response: Success|Error|Follows|Goodbye).
+	Response *amiwire.Message
+	// Events holds, for event-list actions, every list event in order,
+	// the completion event ("EventList: Complete") included.
+	Events []*amiwire.Message
+	// Output holds Command output lines, from either Asterisk format.
+	Output []string
+	// Size is the wire size in bytes of the response and its events.
+	Size int
+}
+
+// Handler receives a session's events and lifecycle, in order, on the
+// session's reader goroutine. Implementations must never block and must not
+// retain m after Event returns (copy it).
+type Handler interface {
+	// SessionStarted is called after a successful login, before any event
+	// of the new session. id is unique across processes and reconnects.
+	SessionStarted(id, version string, t time.Time)
+	// Event delivers one event with its per-session sequence number
+	// (1, 2, 3 ... with no holes) and the time it was read.
+	Event(id string, seq uint64, t time.Time, m *amiwire.Message)
+	// SessionEnded is called once when a started session ends, with the
+	// last sequence number it delivered (0 if none).
+	SessionEnded(id string, t time.Time, reason string, lastSeq uint64)
+}
