@@ -57,9 +57,11 @@ type Result struct {
 	Size int
 }
 
-// Handler receives a session's events and lifecycle, in order, on the
-// session's reader goroutine. Implementations must never block and must not
-// retain m after Event returns (copy it).
+// Handler receives a session's events and lifecycle, in order and never
+// concurrently: SessionStarted on the session's supervisor before the
+// connection's reader starts, Event on the reader goroutine, SessionEnded on
+// the supervisor after the reader has ended. Implementations must never
+// block and must not retain m after Event returns (copy it).
 type Handler interface {
 	// SessionStarted is called after a successful login, before any event
 	// of the new session. id is unique across processes and reconnects.
@@ -70,4 +72,15 @@ type Handler interface {
 	// SessionEnded is called once when a started session ends, with the
 	// last sequence number it delivered (0 if none).
 	SessionEnded(id string, t time.Time, reason string, lastSeq uint64)
+}
+
+// OversizedHandler is an optional extension of Handler. When the Handler
+// implements it, an event the reader skipped for crossing MaxMessageBytes or
+// MaxHeaders (and that Accept lets through) takes the next sequence number
+// and is reported here instead of being lost silently, so that the consumer
+// can mark the hole. Without it such an event takes no number and is only
+// counted (ami_messages_oversized_total).
+type OversizedHandler interface {
+	// EventOversized reports the skipped event's name and wire size.
+	EventOversized(id string, seq uint64, t time.Time, name string, size int)
 }

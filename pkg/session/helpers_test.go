@@ -1,0 +1,126 @@
+package session
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+)
+
+// waitLimit bounds every wait in these tests; a wait that reaches it fails
+// the test (it is a hang, not a slow machine).
+const waitLimit = 15 * time.Second
+
+// leakCheck registers goleak first, so that it runs after every other
+// cleanup (sessions, simulators, peers) has stopped its goroutines.
+func leakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+}
+
+// eventually waits for cond where nothing signals the change (a gauge), by
+// checking it every few milliseconds until waitLimit.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// recorder is a Handler that keeps everything it is given, in order, and
+// signals every change.
+type recorder struct {
+	mu      sync.Mutex
+	log     []rec
+	changed chan struct{} // capacity 1: a pending wake-up is enough
+}
+
+// rec is one Handler call.
+type rec struct {
+	kind    string // start, event, end, oversized
+	id      string
+	seq     uint64
+	name    string // event name; version for start; reason for end
+	t       time.Time
+	msg     *amiwire.Message
+	lastSeq uint64
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
+
+func (r *recorder) add(x rec) {
+	r.mu.Lock()
+	r.log = append(r.log, x)
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) SessionStarted(id, version string, t time.Time) {
+	r.add(rec{kind: "start", id: id, name: version, t: t})
+}
+
+func (r *recorder) Event(id string, seq uint64, t time.Time, m *amiwire.Message) {
+	r.add(rec{kind: "event", id: id, seq: seq, name: string(m.Name()), t: t, msg: m.Clone()})
+}
+
+func (r *recorder) SessionEnded(id string, t time.Time, reason string, lastSeq uint64) {
+	r.add(rec{kind: "end", id: id, name: reason, t: t, lastSeq: lastSeq})
+}
+
+// snapshot returns a copy of what was recorded.
+func (r *recorder) snapshot() []rec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]rec(nil), r.log...)
+}
+
+// waitFor blocks until cond holds on the recording, woken by each change.
+func (r *recorder) waitFor(t *testing.T, what string, cond func([]rec) bool) []rec {
+	t.Helper()
+	timeout := time.NewTimer(waitLimit)
+	defer timeout.Stop()
+	for {
+		if log := r.snapshot(); cond(log) {
+			return log
+		}
+		select {
+		case <-r.changed:
+		case <-timeout.C:
+			t.Fatalf("timed out waiting for %s; recorded %d calls", what, len(r.snapshot()))
+		}
+	}
+}
+
+// count returns how many records of kind there are.
+func count(log []rec, kind string) int {
+	n := 0
+	for _, x := range log {
+		if x.kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// countName returns how many events named name there are.
+func countName(log []rec, name string) int {
+	n := 0
+	for _, x := range log {
+		if x.kind == "event" && x.name == name {
+			n++
+		}
+	}
+	return n
+}
