@@ -34,7 +34,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative ping", "pbx1", "h:1", []Option{creds, WithKeepalive(-time.Second, time.Second)}, "ping_interval"},
 		{"backoff max < initial", "pbx1", "h:1", []Option{creds, WithBackoff(time.Second, time.Millisecond)}, "backoff_max"},
 		{"zero pending", "pbx1", "h:1", []Option{creds, WithMaxPending(0)}, "max_pending"},
-		{"reader cap too big", "pbx1", "h:1", []Option{creds, WithReaderLimits(2 << 30, 10)}, "max_message_bytes"},
+		{"reader cap too big", "pbx1", "h:1", []Option{creds, WithReaderLimits(2<<30, 10)}, "max_message_bytes"},
 		{"zero list events", "pbx1", "h:1", []Option{creds, WithAnswerLimits(1, 0)}, "max_list_events"},
 		{"bad instance", "pbx1", "h:1", []Option{creds, WithInstance("a.b")}, "instance"},
 		{"long instance", "pbx1", "h:1", []Option{creds, WithInstance(strings.Repeat("a", 17))}, "instance"},
