@@ -1,6 +1,3 @@
-// Package amiwire reads and writes the Asterisk Manager Interface wire format:
-// a banner line, then messages made of "Key: Value" lines ended by an empty line.
-// It holds no I/O policy: no timeouts, no reconnects, no goroutines.
 package amiwire
 
 import (
