@@ -94,8 +94,9 @@ func (r *Reader) MaxHeaders() int { return r.maxHeaders }
 // returns the version. Call it once on a new connection, before ReadMessage.
 // A stream that ends before the banner's first byte gives io.EOF (as when a
 // restarting Asterisk accepts and drops a connection), one that ends inside
-// it a *TruncatedError, and any other line a *ProtocolError, after which the
-// Reader is unusable.
+// it a *TruncatedError, and any other line a *ProtocolError. Like every
+// *ProtocolError, that one does not stick: a caller that retries always
+// consumes input, so it cannot spin on one error.
 func (r *Reader) ReadBanner() (version string, err error) {
 	if r.err != nil {
 		return "", r.err
@@ -104,8 +105,7 @@ func (r *Reader) ReadBanner() (version string, err error) {
 	for {
 		frag, err := r.br.ReadSlice('\n')
 		if len(line)+len(frag) > maxBannerBytes {
-			r.err = &ProtocolError{Reason: "banner line longer than 1024 bytes", Excerpt: excerpt(append(line, frag...))}
-			return "", r.err
+			return "", &ProtocolError{Reason: "banner line longer than 1024 bytes", Excerpt: excerpt(append(line, frag...))}
 		}
 		line = append(line, frag...)
 		if err == nil {
@@ -126,8 +126,7 @@ func (r *Reader) ReadBanner() (version string, err error) {
 	line = trimEOL(line)
 	v, ok := bytes.CutPrefix(line, []byte(bannerPrefix))
 	if !ok || !validVersion(v) {
-		r.err = &ProtocolError{Reason: "not an AMI banner", Excerpt: excerpt(line)}
-		return "", r.err
+		return "", &ProtocolError{Reason: "not an AMI banner", Excerpt: excerpt(line)}
 	}
 	return string(v), nil
 }

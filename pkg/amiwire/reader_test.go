@@ -520,6 +520,15 @@ func TestReadBanner(t *testing.T) {
 			})
 		}
 	}
+	// A wrong banner does not stick: what follows it is read.
+	r0 := NewReader(bufio.NewReader(strings.NewReader("SSH-2.0-OpenSSH_9.2\r\nEvent: A\r\n\r\n")))
+	var m0 Message
+	if _, err := r0.ReadBanner(); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("ReadBanner: %v", err)
+	}
+	if err := r0.ReadMessage(&m0); err != nil || m0.Get("Event") != "A" {
+		t.Fatalf("after a wrong banner: %v %q", err, m0.String())
+	}
 	// The banner is followed directly by the first message.
 	r := NewReader(bufio.NewReader(strings.NewReader("Asterisk Call Manager/9.0.0\r\nResponse: Success\r\n\r\n")))
 	var m Message
