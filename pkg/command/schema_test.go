@@ -1,0 +1,69 @@
+package command
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// TestRequestExamples: the schema and the decoder agree on every example
+// request in testdata/requests: valid-* pass both, invalid-* fail both.
+func TestRequestExamples(t *testing.T) {
+	_, rs := schemas(t)
+	files, err := filepath.Glob(filepath.Join("testdata", "requests", "*.json"))
+	if err != nil || len(files) < 10 {
+		t.Fatalf("examples: %v, %d files", err, len(files))
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			schemaErr := rs.Validate(v)
+			subject := ""
+			if strings.HasPrefix(name, "valid-subject-") {
+				subject = "QueueStatus"
+			}
+			_, decErr := DecodeRequest(data, subject, 0)
+			switch {
+			case strings.HasPrefix(name, "valid-") && (schemaErr != nil || decErr != nil):
+				t.Fatalf("valid example refused: schema: %v; decoder: %v", schemaErr, decErr)
+			case strings.HasPrefix(name, "invalid-") && (schemaErr == nil || decErr == nil):
+				t.Fatalf("invalid example accepted: schema: %v; decoder: %v", schemaErr, decErr)
+			}
+		})
+	}
+}
+
+// TestRequestSchemaEmbeddedExamples checks the examples inside the schema.
+func TestRequestSchemaEmbeddedExamples(t *testing.T) {
+	_, rs := schemas(t)
+	raw, err := os.ReadFile(filepath.Join("..", "..", "schemas", "action-request.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Examples []json.RawMessage }
+	if err := json.Unmarshal(raw, &doc); err != nil || len(doc.Examples) == 0 {
+		t.Fatalf("examples: %v (%d)", err, len(doc.Examples))
+	}
+	for i, ex := range doc.Examples {
+		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader(ex))
+		if err := rs.Validate(v); err != nil {
+			t.Errorf("example %d: %v", i, err)
+		}
+		if _, err := DecodeRequest(ex, "Command", 0); err != nil && !strings.Contains(err.Error(), "does not match") {
+			t.Errorf("example %d refused by the decoder: %v", i, err)
+		}
+	}
+}
