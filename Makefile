@@ -13,7 +13,7 @@ build:
 
 ## run: the whole pipeline on this machine (embedded NATS, simulated PBX fleet, ingest, actor)
 run: build
-	$(BIN)/amisim --demo
+	$(BIN)/amidemo
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

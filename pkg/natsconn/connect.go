@@ -68,14 +68,17 @@ func Options(cfg config.NATS, name string, log *zap.Logger) ([]nats.Option, erro
 	return opts, nil
 }
 
-// Connect dials url with Options. Because RetryOnFailedConnect is set, a NATS
-// that is down at start-up does not fail the process: the connection is
-// established in the background and readiness reports it.
-func Connect(url string, cfg config.NATS, name string, log *zap.Logger) (*nats.Conn, error) {
+// Connect dials url with Options, then extra (which win: the ingest turns
+// the reconnect buffer off so that publishes fail in order during an outage).
+// Because RetryOnFailedConnect is set, a NATS that is down at start-up does
+// not fail the process: the connection is made in the background and
+// readiness reports it.
+func Connect(url string, cfg config.NATS, name string, log *zap.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts, err := Options(cfg, name, log)
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats connect %s: %w", redactURL(url), err)

@@ -1,0 +1,323 @@
+// Package ingest wires ami-ingest: one AMI session per owned node, each
+// feeding a bounded eventq buffer that the publisher drains into JetStream,
+// with snapshots after every login and, with HA on, node ownership leases.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+	"github.com/amibus/amibus/pkg/config"
+	"github.com/amibus/amibus/pkg/eventq"
+	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/pkg/ownership"
+	"github.com/amibus/amibus/pkg/publish"
+	"github.com/amibus/amibus/pkg/session"
+	"github.com/amibus/amibus/pkg/sessionconf"
+)
+
+// Service is the ami-ingest pipeline of one process.
+type Service struct {
+	cfg      *config.Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	m        *metrics.Metrics
+	log      *zap.Logger
+	instance string
+
+	budget *eventq.Budget
+	pool   *session.Pool
+	pub    *publish.Publisher
+	nodes  map[string]config.Node // configured nodes, fixed at start
+
+	streamReady atomic.Bool
+
+	mu     sync.Mutex
+	queues map[string]*eventq.Queue // nodes this process runs now
+}
+
+// New builds the pipeline; nothing runs until Run. nc must have been
+// connected with nats.ReconnectBufSize(-1) (see publish.NewPublisher).
+func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger) (*Service, error) {
+	instance := session.ProcessInstance()
+	pub, err := publish.NewPublisher(nc,
+		publish.WithPrefix(cfg.NATS.SubjectPrefix),
+		publish.WithMaxInflight(cfg.Ingest.MaxInflight),
+		publish.WithRedactFields(cfg.Ingest.RedactFields...),
+		publish.WithSnapshotMaxItems(cfg.Ingest.SnapshotMaxItems),
+		publish.WithMetrics(m),
+		publish.WithLogger(log),
+	)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, nc: nc, js: js, m: m, log: log, instance: instance,
+		budget: eventq.NewBudget(cfg.Ingest.BufferBytes),
+		pub:    pub,
+		nodes:  make(map[string]config.Node, len(cfg.Nodes)),
+		queues: make(map[string]*eventq.Queue, len(cfg.Nodes)),
+	}
+	opts := append(sessionconf.Common(cfg.Session),
+		session.WithInstance(instance),
+		session.WithMetrics(m),
+		session.WithLogger(log),
+		session.WithDialLimiter(session.NewDialLimiter(cfg.Session.MaxConcurrentDials)),
+		// A snapshot list is bounded twice: here, by what the session
+		// collects, and in the envelope, by snapshot_max_items.
+		session.WithAnswerLimits(cfg.Actor.MaxAnswerBytes, cfg.Ingest.SnapshotMaxItems+1),
+	)
+	s.pool = session.NewPool(opts...)
+	for _, n := range cfg.Nodes {
+		s.nodes[n.Name] = n
+		// Build once now so that a bad node (TLS CA file) fails at start.
+		if _, err := sessionconf.Node(cfg, n, sessionconf.Ingest); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Instance is the process instance recorded as owner in session_start.
+func (s *Service) Instance() string { return s.instance }
+
+// Ready reports whether events can be stored: NATS connected and the
+// stream created.
+func (s *Service) Ready() error {
+	if !s.nc.IsConnected() {
+		return errors.New("nats: not connected")
+	}
+	if !s.streamReady.Load() {
+		return fmt.Errorf("stream %s: not created yet", s.cfg.Stream.Name)
+	}
+	return nil
+}
+
+// Run runs the pipeline until ctx ends, then shuts down gracefully: it stops
+// reading from the PBXs, drains the buffers to JetStream within
+// ingest.drain_timeout, and returns. Only a failure to start is an error.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.pub.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.ensureStream(ctx)
+	}()
+
+	var runErr error
+	if s.cfg.Ingest.HA.Enabled {
+		runErr = s.runHA(ctx)
+	} else {
+		for _, n := range s.cfg.Nodes {
+			if err := s.startNode(n.Name); err != nil {
+				runErr = err
+				break
+			}
+		}
+		if runErr == nil {
+			<-ctx.Done()
+		}
+	}
+	wg.Wait()
+	s.shutdown()
+	return runErr
+}
+
+// ensureStream creates or updates the stream, retrying while NATS is
+// unreachable; events meanwhile wait in the buffers.
+func (s *Service) ensureStream(ctx context.Context) {
+	storage := jetstream.FileStorage
+	if s.cfg.Stream.Storage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	sc := publish.StreamConfig{
+		Name:            s.cfg.Stream.Name,
+		Prefix:          s.cfg.NATS.SubjectPrefix,
+		MaxAge:          s.cfg.Stream.MaxAge,
+		MaxBytes:        s.cfg.Stream.MaxBytes,
+		Storage:         storage,
+		Replicas:        s.cfg.Stream.Replicas,
+		DuplicateWindow: s.cfg.Stream.DuplicateWindow,
+	}
+	wait := 100 * time.Millisecond
+	logged := false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := publish.EnsureStream(cctx, s.js, sc)
+		cancel()
+		if err == nil {
+			s.streamReady.Store(true)
+			s.log.Info("stream ready", zap.String("stream", sc.Name))
+			return
+		}
+		if !logged {
+			// One line, not one per retry: a long NATS outage must not
+			// flood the log.
+			s.log.Warn("stream not created yet, retrying", zap.String("stream", sc.Name), zap.Error(err))
+			logged = true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// runHA lets the ownership manager start and stop node sessions.
+func (s *Service) runHA(ctx context.Context) error {
+	names := make([]string, 0, len(s.cfg.Nodes))
+	for _, n := range s.cfg.Nodes {
+		names = append(names, n.Name)
+	}
+	mgr, err := ownership.New(s.js, s.instance, names,
+		ownership.WithBucket(s.cfg.Ingest.HA.Bucket),
+		ownership.WithTTL(s.cfg.Ingest.HA.TTL),
+		ownership.WithReplicas(s.cfg.Stream.Replicas),
+		ownership.WithLogger(s.log),
+		ownership.WithRegisterer(s.m.Registry),
+		ownership.WithAcquire(func(node string) {
+			if err := s.startNode(node); err != nil {
+				s.log.Error("cannot start node session", zap.String("node", node), zap.Error(err))
+			}
+		}),
+		ownership.WithRelease(func(ctx context.Context, node string) {
+			s.stopNode(ctx, node)
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	// The manager releases every node (draining each) before it returns.
+	return mgr.Run(ctx)
+}
+
+// startNode starts the buffer, publisher worker and AMI session of node.
+func (s *Service) startNode(name string) error {
+	n, ok := s.nodes[name]
+	if !ok {
+		return fmt.Errorf("unknown node %q", name)
+	}
+	q, err := eventq.New(name,
+		eventq.WithMaxEvents(s.cfg.Ingest.BufferEvents),
+		eventq.WithBudget(s.budget),
+		eventq.WithMetrics(s.m),
+		eventq.WithLogger(s.log),
+		eventq.WithOwner(s.instance),
+	)
+	if err != nil {
+		return err
+	}
+	if err := s.pub.Add(name, q); err != nil {
+		return err
+	}
+	f := newFilter(n.Include, n.Exclude)
+	nodeOpts, err := sessionconf.Node(s.cfg, n, sessionconf.Ingest)
+	if err != nil {
+		return err
+	}
+	nodeOpts = append(nodeOpts,
+		session.WithHandler(q),
+		session.WithAccept(f.accept),
+		session.WithOnUp(func(ctx context.Context, sess *session.Session, id string) {
+			s.onUp(ctx, sess, id, q, n)
+		}),
+	)
+	if _, err := s.pool.Add(name, n.Address, nodeOpts...); err != nil {
+		_ = s.pub.Remove(context.Background(), name)
+		return err
+	}
+	s.mu.Lock()
+	s.queues[name] = q
+	s.mu.Unlock()
+	return nil
+}
+
+// stopNode closes node's session (its session_end is queued), then publishes
+// what its buffer holds until ctx ends: a hand-over gives the node away only
+// after its events are stored.
+func (s *Service) stopNode(ctx context.Context, name string) {
+	s.pool.Remove(name)
+	s.mu.Lock()
+	delete(s.queues, name)
+	s.mu.Unlock()
+	if err := s.pub.Remove(ctx, name); err != nil {
+		s.log.Warn("node handed over with events not stored", zap.String("node", name), zap.Error(err))
+	}
+}
+
+// onUp runs after each login: it asks the PBX to filter events itself, then
+// takes the snapshots that event sourcing needs after a (re)connect.
+func (s *Service) onUp(ctx context.Context, sess *session.Session, id string, q *eventq.Queue, n config.Node) {
+	for _, a := range pbxFilters(n.Include, n.Exclude) {
+		res, err := sess.Send(ctx, a)
+		if err != nil || !isSuccess(res) {
+			// The ingest filter still applies; only bandwidth is lost.
+			s.log.Info("PBX-side event filter not applied; filtering in the ingest",
+				zap.String("node", n.Name), zap.Error(err), zap.String("message", message(res)))
+			break
+		}
+	}
+	for _, action := range s.cfg.Ingest.SnapshotActions {
+		res, err := sess.Send(ctx, session.Action{Name: action})
+		if err != nil || !isSuccess(res) {
+			if ctx.Err() == nil {
+				s.log.Warn("snapshot failed", zap.String("node", n.Name), zap.String("action", action),
+					zap.Error(err), zap.String("message", message(res)))
+			}
+			continue
+		}
+		q.PushSnapshot(id, action, listItems(res), time.Now())
+	}
+}
+
+func isSuccess(res *session.Result) bool {
+	return res != nil && res.Response != nil && string(res.Response.Name()) == "Success"
+}
+
+func message(res *session.Result) string {
+	if res == nil || res.Response == nil {
+		return ""
+	}
+	return res.Response.Get("Message")
+}
+
+// listItems returns the list events without the completion event.
+func listItems(res *session.Result) []*amiwire.Message {
+	items := res.Events
+	if k := len(items); k > 0 && items[k-1].Get("EventList") == "Complete" {
+		items = items[:k-1]
+	}
+	return items
+}
+
+// shutdown stops every session, then drains all buffers within the deadline.
+func (s *Service) shutdown() {
+	s.pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Ingest.DrainTimeout)
+	defer cancel()
+	if err := s.pub.Drain(ctx); err != nil {
+		s.log.Warn("shutdown: not every event could be stored", zap.Error(err))
+	} else {
+		s.log.Info("shutdown: every buffered event stored")
+	}
+}
