@@ -26,7 +26,9 @@ func Options(cfg config.NATS, name string, log *zap.Logger) ([]nats.Option, erro
 		nats.ReconnectBufSize(8 << 20),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", zap.Error(err))
+			if err != nil { // nil: our own Close
+				log.Warn("nats disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
