@@ -374,6 +374,7 @@ func (s *Server) Restart(down time.Duration) {
 	s.mu.Unlock()
 	_ = ln.Close()
 	<-acceptDone
+	s.notify()
 	if !sleepCtx(s.ctx, down) {
 		return
 	}
@@ -391,12 +392,14 @@ func (s *Server) Restart(down time.Duration) {
 		return
 	}
 	s.startAccepting(ln2)
+	s.notify()
 	if !sleepCtx(s.ctx, s.cfg.BootDelay) {
 		return
 	}
 	s.mu.Lock()
 	s.booted = true
 	s.mu.Unlock()
+	s.notify()
 	s.broadcastNew("FullyBooted", classSystem, [][2]string{{"Status", "Fully Booted"}, {"Uptime", "0"}, {"LastReload", "0"}})
 }
 
