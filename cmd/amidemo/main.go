@@ -89,8 +89,8 @@ func run(bin string, nodes int, cps float64, dataDir string, basePort int) error
 	}
 
 	fmt.Printf("amibus demo: %d simulated PBXs on 127.0.0.1:%d.., NATS on nats://127.0.0.1:4222, logs in %s\n", nodes, basePort, logDir)
-	fmt.Println("try:  go run github.com/nats-io/natscli/nats@v0.2.4 sub 'ami.events.>'")
-	fmt.Println("      go run github.com/nats-io/natscli/nats@v0.2.4 request ami.action.pbx1 '{\"action\":\"CoreShowChannels\"}'")
+	fmt.Println("try:  go run github.com/nats-io/natscli/nats@v0.5.1 sub 'ami.events.>'")
+	fmt.Println("      go run github.com/nats-io/natscli/nats@v0.5.1 request ami.action.pbx1 '{\"action\":\"CoreShowChannels\"}'")
 	fmt.Println("Ctrl-C stops everything.")
 	return status(ctx, "http://127.0.0.1:9090/metrics")
 }
