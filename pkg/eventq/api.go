@@ -14,6 +14,23 @@ import (
 // Kind tells what an Item carries.
 type Kind uint8
 
+// String returns the kind's name as used in meta messages' "type".
+func (k Kind) String() string {
+	switch k {
+	case KindEvent:
+		return "event"
+	case KindSessionStart:
+		return "session_start"
+	case KindSessionEnd:
+		return "session_end"
+	case KindGap:
+		return "gap"
+	case KindSnapshot:
+		return "snapshot"
+	}
+	return "unknown"
+}
+
 const (
 	// KindEvent is one AMI event.
 	KindEvent Kind = iota + 1
@@ -38,8 +55,10 @@ type Item struct {
 	Seq uint64
 	Msg *amiwire.Message
 
-	// KindSessionStart: the AMI version from the banner.
+	// KindSessionStart: the AMI version from the banner, and the process
+	// instance (Queue owner) that read the session.
 	Version string
+	Owner   string
 
 	// KindSessionEnd and KindGap: why; KindSessionEnd also sets LastSeq.
 	Reason string
@@ -47,8 +66,13 @@ type Item struct {
 	FirstSeq, LastSeq, Count uint64
 
 	// KindSnapshot: the action run and its list events (completion excluded).
+	// Seq is the last event sequence number the queue had received for the
+	// session when the snapshot was pushed. Total is the number of list
+	// events the action returned: it exceeds len(Items) when the snapshot did
+	// not fit the byte budget and its items were dropped.
 	Action string
 	Items  []*amiwire.Message
+	Total  int
 	// Size is the bytes the item holds against the budget.
 	Size int
 }

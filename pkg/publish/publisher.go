@@ -1,0 +1,481 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/amibus/amibus/pkg/eventq"
+	"github.com/amibus/amibus/pkg/metrics"
+)
+
+// Publisher defaults.
+const (
+	// DefaultMaxInflight is the cap on unacknowledged publishes of the
+	// whole process (ingest.max_inflight).
+	DefaultMaxInflight = 4096
+	// DefaultAckTimeout is how long a publish waits for its ack before it is
+	// retried (with the same Nats-Msg-Id).
+	DefaultAckTimeout = 5 * time.Second
+	// DefaultSnapshotMaxItems caps the list events of one snapshot message.
+	DefaultSnapshotMaxItems = 10000
+	// DefaultRetryMin and DefaultRetryMax bound the wait before a node's
+	// failed publishes are sent again; it doubles on each failure and is
+	// reset by an ack.
+	DefaultRetryMin = 50 * time.Millisecond
+	DefaultRetryMax = time.Second
+	// DefaultLogInterval is the shortest time between two lines about
+	// messages refused for good, per node.
+	DefaultLogInterval = 10 * time.Second
+)
+
+// Sentinel errors; check them with errors.Is.
+var (
+	// ErrInvalidOption reports an option value that cannot work.
+	ErrInvalidOption = errors.New("publish: invalid option")
+	// ErrReconnectBuffer: the connection buffers publishes while it
+	// reconnects. Messages sent after a disconnect would then be stored
+	// before the retries of those the disconnect lost, breaking per-node
+	// order; connect with nats.ReconnectBufSize(-1).
+	ErrReconnectBuffer = errors.New("publish: the NATS connection must be made with nats.ReconnectBufSize(-1)")
+	// ErrClosed: the Publisher was drained; it takes no more nodes.
+	ErrClosed = errors.New("publish: publisher closed")
+	// ErrStarted: Start was called twice.
+	ErrStarted = errors.New("publish: already started")
+	// ErrDuplicateNode: Add was called twice for one node.
+	ErrDuplicateNode = errors.New("publish: node already added")
+	// ErrUnknownNode: no queue was added for that node.
+	ErrUnknownNode = errors.New("publish: unknown node")
+	// ErrDrainIncomplete: the drain deadline passed, or NATS was not
+	// there, before every buffered item was stored; the rest was counted as
+	// dropped (reason shutdown).
+	ErrDrainIncomplete = errors.New("publish: drain incomplete")
+)
+
+type options struct {
+	prefix      string
+	maxInflight int
+	ackTimeout  time.Duration
+	redact      []string
+	snapMax     int
+	retryMin    time.Duration
+	retryMax    time.Duration
+	logInterval time.Duration
+	metrics     *metrics.Metrics
+	log         *zap.Logger
+}
+
+// Option configures a Publisher.
+type Option func(*options) error
+
+// WithPrefix sets the subject prefix (default "ami").
+func WithPrefix(p string) Option {
+	return func(o *options) error {
+		if err := validPrefix(p); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		o.prefix = p
+		return nil
+	}
+}
+
+// WithMaxInflight caps the unacknowledged publishes of the process; a node
+// waits for a free slot (back-pressure), it never fails for lack of one.
+func WithMaxInflight(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: max inflight %d: must be at least 1", ErrInvalidOption, n)
+		}
+		o.maxInflight = n
+		return nil
+	}
+}
+
+// WithAckTimeout sets how long a publish waits for its ack before it is
+// sent again with the same Nats-Msg-Id.
+func WithAckTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: ack timeout %v: must be positive", ErrInvalidOption, d)
+		}
+		o.ackTimeout = d
+		return nil
+	}
+}
+
+// WithRedactFields sets the field names whose values are replaced by
+// RedactedValue (ASCII case ignored); default DefaultRedactFields. No names:
+// nothing is redacted.
+func WithRedactFields(names ...string) Option {
+	return func(o *options) error {
+		o.redact = append([]string{}, names...)
+		return nil
+	}
+}
+
+// WithSnapshotMaxItems caps the list events of one snapshot message.
+func WithSnapshotMaxItems(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: snapshot max items %d: must be at least 1", ErrInvalidOption, n)
+		}
+		o.snapMax = n
+		return nil
+	}
+}
+
+// WithRetryBackoff bounds the wait before failed publishes are sent again.
+func WithRetryBackoff(minWait, maxWait time.Duration) Option {
+	return func(o *options) error {
+		if minWait <= 0 || maxWait < minWait {
+			return fmt.Errorf("%w: retry backoff %v..%v", ErrInvalidOption, minWait, maxWait)
+		}
+		o.retryMin, o.retryMax = minWait, maxWait
+		return nil
+	}
+}
+
+// WithLogInterval sets the shortest time between two lines, per node, about
+// messages JetStream refused for good.
+func WithLogInterval(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: log interval %v: must be positive", ErrInvalidOption, d)
+		}
+		o.logInterval = d
+		return nil
+	}
+}
+
+// WithMetrics updates EventsPublished, PublishRetries, MetaPublished and
+// EventsRedacted (the queues count received and dropped events).
+func WithMetrics(m *metrics.Metrics) Option {
+	return func(o *options) error {
+		o.metrics = m
+		return nil
+	}
+}
+
+// WithLogger sets the logger; it writes a few lines per outage and per node,
+// never one per event.
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			l = zap.NewNop()
+		}
+		o.log = l
+		return nil
+	}
+}
+
+// Publisher publishes the items of node queues to JetStream: one per
+// process, one goroutine per node, all nodes sharing one cap on
+// unacknowledged publishes.
+//
+// Per node, items are published in queue order, each event with
+// Nats-Msg-Id "<session>-<seq>" and each marker with a deterministic id
+// ("<session>-start", "<session>-end", "<session>-gap-<first_seq>",
+// "<session>-snap-<action>-<seq>"), so that any retry is deduplicated by
+// JetStream within the stream's duplicate window.
+//
+// Order: JetStream stores the messages of one connection in the order they
+// were sent. When a publish fails with a retryable error (ack timeout, no
+// responders, disconnect), the node stops sending, waits until every one of
+// its unacknowledged publishes has an outcome, then sends again, in order and
+// with their ids, all that were not acknowledged; those already stored are
+// deduplicated. The stream order therefore equals the queue order whenever
+// the messages stored during a failure are a prefix of those sent, which is
+// the case for a lost connection (hence nats.ReconnectBufSize(-1)) and for
+// lost acks. It is not the case if JetStream rejects message k and stores
+// k+1, k+2 ... that were already in flight (at most max inflight of them):
+// then a retried k is stored after them (its seq shows where it belongs),
+// and for a k rejected for good (publish_failed) the gap marker follows them.
+// A publish refused before sending (over max payload) is marked in exact
+// order, as nothing after it was sent.
+//
+// An event counts as published only on its ack, and as dropped
+// (publish_failed) only on an error that retrying cannot fix (size limits,
+// malformed message); anything else is retried until Drain's deadline.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	o       options
+	redact  func([]byte) bool
+	pubOpts []jetstream.PublishOpt
+
+	// sem holds one token per unacknowledged publish of the process: the
+	// process-wide cap (max inflight). Taken before PublishMsgAsync, given
+	// back when the publish has an outcome.
+	sem chan struct{}
+
+	// amu guards inflight and the state of every registered entry; the ack
+	// handlers take it on nats.go's goroutines.
+	amu      sync.Mutex
+	inflight map[*nats.Msg]*entry
+
+	mu      sync.Mutex
+	workers map[string]*worker
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool
+	closed  bool
+}
+
+// NewPublisher returns a Publisher on nc, which must have been connected
+// with nats.ReconnectBufSize(-1) (see ErrReconnectBuffer).
+func NewPublisher(nc *nats.Conn, opts ...Option) (*Publisher, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("%w: nil connection", ErrInvalidOption)
+	}
+	if nc.Opts.ReconnectBufSize >= 0 {
+		return nil, ErrReconnectBuffer
+	}
+	o := options{
+		prefix:      DefaultPrefix,
+		maxInflight: DefaultMaxInflight,
+		ackTimeout:  DefaultAckTimeout,
+		redact:      DefaultRedactFields,
+		snapMax:     DefaultSnapshotMaxItems,
+		retryMin:    DefaultRetryMin,
+		retryMax:    DefaultRetryMax,
+		logInterval: DefaultLogInterval,
+		log:         zap.NewNop(),
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	p := &Publisher{
+		nc:       nc,
+		o:        o,
+		redact:   RedactFields(o.redact...),
+		sem:      make(chan struct{}, o.maxInflight),
+		inflight: make(map[*nats.Msg]*entry, o.maxInflight),
+		workers:  make(map[string]*worker),
+		// nats.go's own no-responders retries run on timers, behind later
+		// publishes: they could store a message after its successors. The
+		// Publisher retries itself, in order.
+		pubOpts: []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)},
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(o.maxInflight),
+		jetstream.WithPublishAsyncTimeout(o.ackTimeout),
+		jetstream.WithPublishAsyncAckHandler(p.onAck),
+		jetstream.WithPublishAsyncErrHandler(p.onErr),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("publish: jetstream: %w", err)
+	}
+	p.js = js
+	return p, nil
+}
+
+// Add serves q as the queue of node (a valid subject token). It may be
+// called before or after Start; the node's publishing starts with the later
+// of the two.
+func (p *Publisher) Add(node string, q *eventq.Queue) error {
+	if !ValidToken(node) {
+		return fmt.Errorf("%w: node %q: must be [A-Za-z0-9_-]+", ErrInvalidSubject, node)
+	}
+	if q == nil {
+		return fmt.Errorf("%w: nil queue for node %q", ErrInvalidOption, node)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if _, ok := p.workers[node]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicateNode, node)
+	}
+	w := newWorker(p, node, q)
+	p.workers[node] = w
+	if p.started {
+		w.start(p.ctx)
+	}
+	return nil
+}
+
+// Start starts publishing. The node goroutines run until Drain or Remove
+// stops them, or until ctx is cancelled, which stops them at once (what was
+// not stored then is accounted for by Drain, which must still be called).
+func (p *Publisher) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.started {
+		return ErrStarted
+	}
+	p.started = true
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	for _, w := range p.workers {
+		w.start(p.ctx)
+	}
+	return nil
+}
+
+// Drain ends the Publisher: it closes every queue (they take no more items),
+// publishes what they hold until ctx ends, then stops every node goroutine
+// and waits for it, and counts what is left as dropped (reason shutdown),
+// including publishes sent but not acknowledged by then (JetStream may have
+// stored them: only an ack counts as published). It logs a summary per node
+// and returns ErrDrainIncomplete if anything was dropped. Call it once, also
+// after the Start context was cancelled.
+func (p *Publisher) Drain(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.closed = true
+	ws := make([]*worker, 0, len(p.workers))
+	for _, w := range p.workers {
+		ws = append(ws, w)
+	}
+	p.mu.Unlock()
+
+	err := p.stop(ctx, ws)
+	if p.cancel != nil {
+		p.cancel()
+	}
+	// Drops nats.go's pending acks and its reply subscription and status
+	// listener goroutine; late outcomes are ignored (not in inflight).
+	p.js.CleanupPublisher()
+	return err
+}
+
+// Remove stops publishing node as Drain does for all nodes (closing its
+// queue, publishing what it holds until ctx ends), and forgets the node: a
+// hand-over uses it to give a node away only after its buffer is stored.
+func (p *Publisher) Remove(ctx context.Context, node string) error {
+	p.mu.Lock()
+	w, ok := p.workers[node]
+	if ok {
+		delete(p.workers, node)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, node)
+	}
+	return p.stop(ctx, []*worker{w})
+}
+
+func (p *Publisher) stop(ctx context.Context, ws []*worker) error {
+	base := make([]uint64, len(ws))
+	for i, w := range ws {
+		base[i] = w.q.Stats().DroppedShutdown
+		w.q.Close()
+	}
+	for _, w := range ws {
+		if w.done == nil {
+			continue
+		}
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+		}
+	}
+	for _, w := range ws {
+		if w.done != nil {
+			w.cancel()
+			<-w.done
+		}
+	}
+	var dropped uint64
+	for i, w := range ws {
+		dropped += w.sweep(base[i])
+	}
+	if dropped > 0 {
+		return fmt.Errorf("%w: %d events dropped", ErrDrainIncomplete, dropped)
+	}
+	return nil
+}
+
+// NodeStats is a node's accounting: the queue's (received = published +
+// dropped + buffered) and the publisher's own counts.
+type NodeStats struct {
+	eventq.Stats
+	// MetaPublished counts lifecycle, gap and snapshot messages stored.
+	MetaPublished uint64
+	// MetaDropped counts markers that could not be stored (refused for good,
+	// or left at shutdown).
+	MetaDropped uint64
+	// Retries counts publishes sent again after a failure.
+	Retries uint64
+	// Redacted counts messages in which a field was redacted.
+	Redacted uint64
+}
+
+// Stats returns the accounting of node.
+func (p *Publisher) Stats(node string) (NodeStats, error) {
+	p.mu.Lock()
+	w, ok := p.workers[node]
+	p.mu.Unlock()
+	if !ok {
+		return NodeStats{}, fmt.Errorf("%w: %q", ErrUnknownNode, node)
+	}
+	return w.stats(), nil
+}
+
+func (p *Publisher) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+	p.resolve(m, nil)
+}
+
+func (p *Publisher) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
+	p.resolve(m, err)
+}
+
+// resolve records the outcome of one publish. It runs on nats.go's
+// goroutines (sometimes under nats.go's publisher lock), so it only records
+// and signals: it never blocks and never calls into nats.go.
+func (p *Publisher) resolve(m *nats.Msg, err error) {
+	p.amu.Lock()
+	e, ok := p.inflight[m]
+	if !ok {
+		p.amu.Unlock()
+		return
+	}
+	delete(p.inflight, m)
+	e.setOutcome(err)
+	w := e.w
+	w.inflightN--
+	if err != nil {
+		w.failSeen = true
+	}
+	p.amu.Unlock()
+	<-p.sem
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// retryable tells whether sending the same message again can succeed. Size
+// limits and malformed messages cannot; JetStream API errors below 500 are
+// refusals of this message; anything else (timeouts, no responders, a lost
+// or closed connection, 503 unavailable) is worth retrying.
+func retryable(err error) bool {
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload),
+		errors.Is(err, nats.ErrBadSubject),
+		errors.Is(err, nats.ErrHeadersNotSupported),
+		errors.Is(err, nats.ErrInvalidMsg),
+		errors.Is(err, nats.ErrBadHeaderMsg),
+		errors.Is(err, jetstream.ErrAsyncPublishReplySubjectSet):
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code > 0 && apiErr.Code < 500 {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,720 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/amibus/amibus/pkg/eventq"
+	"github.com/amibus/amibus/pkg/metrics"
+)
+
+const (
+	// popBatch is how many items a node takes from its queue at a time.
+	popBatch = 128
+	// fillBudget bounds the publishes of one round before the node looks
+	// at its acks again, so acknowledged items are released promptly.
+	fillBudget = 256
+	// maxSubjectCache caps the event-name-to-subject cache of a node; names
+	// beyond it (a PBX inventing event names) are built on each use.
+	maxSubjectCache = 1024
+	// maxPooledData: an entry whose payload buffer grew past this (a big
+	// snapshot) is not reused.
+	maxPooledData = 64 << 10
+	// headerRoom is kept free of the max payload for the headers when a
+	// snapshot is sized.
+	headerRoom = 512
+)
+
+type entryState uint8
+
+const (
+	stIdle entryState = iota
+	stInflight
+	stAcked
+	stFailed
+)
+
+// entry is one message being published: its nats.Msg (whose pointer keys
+// Publisher.inflight), the queue item it carries, and its outcome.
+type entry struct {
+	msg  nats.Msg
+	id   []string // the Nats-Msg-Id header value, reused
+	item eventq.Item
+	w    *worker
+
+	// Guarded by Publisher.amu while registered.
+	state     entryState
+	err       error
+	retryable bool
+
+	// stalled: the last attempt met back-pressure, not a failure.
+	stalled bool
+}
+
+func (e *entry) setOutcome(err error) {
+	if err == nil {
+		e.state, e.err = stAcked, nil
+		return
+	}
+	e.state, e.err, e.retryable = stFailed, err, retryable(err)
+}
+
+var entryPool = sync.Pool{New: func() any {
+	e := &entry{id: make([]string, 1)}
+	e.msg.Header = nats.Header{jetstream.MsgIDHeader: e.id}
+	return e
+}}
+
+// worker publishes one node's queue. All its fields but those noted are
+// owned by its goroutine.
+type worker struct {
+	p        *Publisher
+	node     string
+	q        *eventq.Queue
+	metaSubj string
+	subjects map[string]string
+
+	cancel context.CancelFunc
+	done   chan struct{} // nil until started; closed when run returns
+	// wake is signalled by resolve when one of the node's publishes has an
+	// outcome.
+	wake chan struct{}
+
+	// inflightN counts the node's registered publishes, and failSeen says
+	// one of them failed since collect last looked; guarded by p.amu.
+	inflightN int
+	failSeen  bool
+
+	batch    []eventq.Item
+	pos      int
+	win      ring
+	resolved []*entry
+	failGaps []eventq.Item
+	qclosed  bool
+
+	resync   bool
+	retryAt  time.Time
+	backoff  time.Duration
+	failing  bool
+	failedAt time.Time
+	failN    uint64
+
+	refused    uint64 // refused for good since the last log line
+	refusedErr error
+	refusedLog time.Time
+
+	redactFn  func([]byte) bool
+	redactHit bool
+	idBuf     []byte
+
+	mPublished prometheus.Counter
+	mRetries   prometheus.Counter
+	mRedacted  prometheus.Counter
+	mMeta      [eventq.KindSnapshot + 1]prometheus.Counter
+
+	metaPublished, metaDropped, retries, redacted atomic.Uint64
+}
+
+func newWorker(p *Publisher, node string, q *eventq.Queue) *worker {
+	w := &worker{
+		p:        p,
+		node:     node,
+		q:        q,
+		metaSubj: MetaSubject(p.o.prefix, node),
+		subjects: make(map[string]string),
+		wake:     make(chan struct{}, 1),
+		batch:    make([]eventq.Item, 0, popBatch),
+		backoff:  p.o.retryMin,
+	}
+	if p.redact != nil {
+		w.redactFn = w.redactField
+	}
+	if m := p.o.metrics; m != nil {
+		w.mPublished = m.EventsPublished.WithLabelValues(node)
+		w.mRetries = m.PublishRetries.WithLabelValues(node)
+		w.mRedacted = m.EventsRedacted.WithLabelValues(node)
+		for _, k := range []eventq.Kind{eventq.KindSessionStart, eventq.KindSessionEnd, eventq.KindGap, eventq.KindSnapshot} {
+			w.mMeta[k] = m.MetaPublished.WithLabelValues(node, k.String())
+		}
+	}
+	return w
+}
+
+func (w *worker) start(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	w.cancel = cancel
+	w.done = make(chan struct{})
+	go w.run(ctx)
+}
+
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	defer w.finish()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		pending := w.collect()
+		if w.resync {
+			if pending > 0 {
+				// Wait for every outcome before resending, so nothing
+				// resent can overtake a message still in flight.
+				select {
+				case <-w.wake:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			if d := time.Until(w.retryAt); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			w.republish(ctx)
+			continue
+		}
+		if !w.fill(ctx) || w.resync {
+			continue
+		}
+		if w.qclosed && w.win.len() == 0 && len(w.failGaps) == 0 {
+			return // the queue is closed and all it held is stored
+		}
+		var notify <-chan struct{}
+		if !w.qclosed {
+			notify = w.q.Notify()
+		}
+		select {
+		case <-w.wake:
+		case <-notify:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// collect releases the outcomes at the head of the window, in order, and
+// enters resync when a retryable failure is known. It returns the number of
+// the node's publishes still unacknowledged.
+func (w *worker) collect() int {
+	p := w.p
+	w.resolved = w.resolved[:0]
+	p.amu.Lock()
+	for w.win.len() > 0 {
+		e := w.win.front()
+		if e.state == stInflight {
+			break
+		}
+		if e.state == stFailed && e.retryable {
+			break
+		}
+		w.win.popFront()
+		w.resolved = append(w.resolved, e)
+	}
+	var failure error
+	if !w.resync && w.failSeen {
+		// Possibly a failure behind a publish still in flight: stop sending
+		// now, so that as little as possible is sent after what must be
+		// resent.
+		w.failSeen = false
+		for i := 0; i < w.win.len(); i++ {
+			if e := w.win.at(i); e.state == stFailed && e.retryable {
+				failure = e.err
+				break
+			}
+		}
+	}
+	pending := w.inflightN
+	p.amu.Unlock()
+	if failure != nil {
+		w.failed(failure)
+	}
+	for _, e := range w.resolved {
+		if e.state == stAcked {
+			w.complete(e)
+		} else {
+			w.dropFailed(e)
+		}
+	}
+	return pending
+}
+
+// failed enters resync after a retryable failure and schedules the resend.
+func (w *worker) failed(err error) {
+	w.resync = true
+	w.retryAt = time.Now().Add(w.backoff)
+	w.backoff = min(2*w.backoff, w.p.o.retryMax)
+	if !w.failing {
+		w.failing, w.failedAt, w.failN = true, time.Now(), 0
+		w.p.o.log.Warn("publishing to JetStream failing; events stay buffered and are retried in order",
+			zap.String("node", w.node), zap.Error(err))
+	}
+}
+
+// republish sends again, in order, every publish of the window that failed;
+// it runs when none of the node's publishes is in flight.
+func (w *worker) republish(ctx context.Context) {
+	// Outcomes that are final are consumed first, whatever their place: an
+	// ack behind a failure is stored already.
+	w.p.amu.Lock()
+	n := w.win.len()
+	w.resolved = w.resolved[:0]
+	for i := 0; i < n; i++ {
+		e := w.win.popFront()
+		if e.state == stFailed && e.retryable {
+			w.win.push(e)
+			continue
+		}
+		w.resolved = append(w.resolved, e)
+	}
+	w.p.amu.Unlock()
+	for _, e := range w.resolved {
+		if e.state == stAcked {
+			w.complete(e)
+		} else {
+			w.dropFailed(e)
+		}
+	}
+	w.resync = false
+	for i := 0; i < w.win.len(); i++ {
+		e := w.win.at(i)
+		if !e.stalled {
+			w.retries.Add(1)
+			w.failN++
+			if w.mRetries != nil {
+				w.mRetries.Inc()
+			}
+		}
+		if !w.send(ctx, e) {
+			return
+		}
+	}
+}
+
+// fill publishes new items: first the gap markers of events refused for
+// good, then what the queue holds. It returns true when it ran out of items
+// (the queue's Notify is armed), false when it stopped for another reason.
+func (w *worker) fill(ctx context.Context) bool {
+	maxPayload := int(w.p.nc.MaxPayload())
+	for range fillBudget {
+		if w.pos == len(w.batch) && !w.qclosed {
+			b, err := w.q.TryPop(w.batch[:0])
+			w.batch, w.pos = b, 0
+			if errors.Is(err, eventq.ErrClosed) {
+				w.qclosed = true
+			}
+		}
+		var e *entry
+		if w.pos < len(w.batch) {
+			e = w.newEntry(&w.batch[w.pos])
+			w.batch[w.pos] = eventq.Item{}
+			w.pos++
+			if maxPayload > 0 && msgSize(&e.msg) > maxPayload {
+				// Refused for good before anything after it is sent:
+				// consecutive ones join one gap marker, in exact order.
+				e.setOutcome(nats.ErrMaxPayload)
+				w.dropFailed(e)
+				continue
+			}
+		}
+		if !w.flushFailGaps(ctx) {
+			if e != nil {
+				// Never sent: it waits behind the gap for the resend,
+				// which does not count it as a retry.
+				w.win.push(e)
+				e.state, e.err, e.retryable, e.stalled = stFailed, ctx.Err(), true, true
+			}
+			return false
+		}
+		if e == nil {
+			return true // nothing to send: the queue is empty (Notify armed) or closed
+		}
+		w.win.push(e)
+		if !w.send(ctx, e) {
+			return false
+		}
+	}
+	return false
+}
+
+// flushFailGaps publishes the pending publish_failed gap markers.
+func (w *worker) flushFailGaps(ctx context.Context) bool {
+	for len(w.failGaps) > 0 {
+		it := w.failGaps[0]
+		w.failGaps = append(w.failGaps[:0], w.failGaps[1:]...)
+		e := w.newEntry(&it)
+		w.win.push(e)
+		if !w.send(ctx, e) {
+			return false
+		}
+	}
+	return true
+}
+
+// msgSize is what nats.go checks against the server's max payload: the
+// payload and the header block ("NATS/1.0\r\n", one line per value, "\r\n").
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data) + len("NATS/1.0\r\n\r\n")
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
+}
+
+// send publishes e, which is in the window. It returns false if the node
+// must stop sending: a retryable failure (resync), back-pressure, or ctx.
+func (w *worker) send(ctx context.Context, e *entry) bool {
+	p := w.p
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		e.state, e.err, e.retryable = stFailed, ctx.Err(), true
+		return false
+	}
+	p.amu.Lock()
+	e.state, e.err, e.stalled = stInflight, nil, false
+	p.inflight[&e.msg] = e
+	w.inflightN++
+	p.amu.Unlock()
+
+	_, err := p.js.PublishMsgAsync(&e.msg, p.pubOpts...)
+	if err == nil {
+		return true
+	}
+	p.amu.Lock()
+	if p.inflight[&e.msg] == e {
+		delete(p.inflight, &e.msg)
+		e.setOutcome(err)
+		w.inflightN--
+		p.amu.Unlock()
+		<-p.sem
+	} else {
+		// An ack timeout fired inside PublishMsgAsync and resolved it.
+		p.amu.Unlock()
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		// Back-pressure from another user of the cap: waiting for acks is
+		// the whole remedy, so retry at once (nats.go waits on its stall
+		// channel) and do not count a retry.
+		e.stalled = true
+		w.resync, w.retryAt = true, time.Time{}
+		return false
+	case !e.retryable:
+		// Refused before sending (over max payload ...): nothing after it
+		// was sent, so if it is the newest entry its gap marker goes in
+		// exact order.
+		if w.win.back() == e {
+			w.win.popBack()
+			w.dropFailed(e)
+		}
+		return true
+	default:
+		w.failed(err)
+		return false
+	}
+}
+
+func (w *worker) newEntry(it *eventq.Item) *entry {
+	e := entryPool.Get().(*entry)
+	e.w = w
+	e.item = *it
+	e.state, e.err, e.retryable, e.stalled = stIdle, nil, false, false
+	data := e.msg.Data[:0]
+	if it.Kind == eventq.KindEvent {
+		w.redactHit = false
+		data = AppendEvent(data, w.node, &e.item, w.redactFn)
+		if w.redactHit {
+			w.countRedacted()
+		}
+		var name []byte
+		if e.item.Msg != nil {
+			name = e.item.Msg.Name()
+		}
+		e.msg.Subject = w.subject(name)
+		w.idBuf = append(w.idBuf[:0], e.item.Session...)
+		w.idBuf = append(w.idBuf, '-')
+		w.idBuf = strconv.AppendUint(w.idBuf, e.item.Seq, 10)
+	} else {
+		w.redactHit = false
+		// The max payload is the server's, learnt again on reconnect.
+		lim := SnapshotLimits{MaxItems: w.p.o.snapMax, MaxBytes: max(int(w.p.nc.MaxPayload())-headerRoom, 1024)}
+		data = AppendMeta(data, w.node, &e.item, w.redactFn, lim)
+		if w.redactHit {
+			w.countRedacted()
+		}
+		e.msg.Subject = w.metaSubj
+		w.idBuf = appendMetaID(w.idBuf[:0], &e.item)
+	}
+	e.msg.Data = data
+	e.id[0] = string(w.idBuf)
+	return e
+}
+
+// appendMetaID appends the deterministic Nats-Msg-Id of a marker.
+func appendMetaID(dst []byte, it *eventq.Item) []byte {
+	dst = append(dst, it.Session...)
+	switch it.Kind {
+	case eventq.KindSessionStart:
+		dst = append(dst, "-start"...)
+	case eventq.KindSessionEnd:
+		dst = append(dst, "-end"...)
+	case eventq.KindGap:
+		dst = append(dst, "-gap-"...)
+		dst = strconv.AppendUint(dst, it.FirstSeq, 10)
+	case eventq.KindSnapshot:
+		dst = append(dst, "-snap-"...)
+		for i := 0; i < len(it.Action); i++ {
+			c := it.Action[i]
+			if !tokenByte(c) {
+				c = '_'
+			}
+			dst = append(dst, c)
+		}
+		dst = append(dst, '-')
+		dst = strconv.AppendUint(dst, it.Seq, 10)
+	}
+	return dst
+}
+
+func (w *worker) subject(name []byte) string {
+	if s, ok := w.subjects[string(name)]; ok {
+		return s
+	}
+	s := EventSubject(w.p.o.prefix, w.node, name)
+	if len(w.subjects) < maxSubjectCache {
+		w.subjects[string(name)] = s
+	}
+	return s
+}
+
+func (w *worker) redactField(key []byte) bool {
+	if w.p.redact(key) {
+		w.redactHit = true
+		return true
+	}
+	return false
+}
+
+func (w *worker) countRedacted() {
+	w.redacted.Add(1)
+	if w.mRedacted != nil {
+		w.mRedacted.Inc()
+	}
+}
+
+// complete accounts for a stored message and recycles its entry.
+func (w *worker) complete(e *entry) {
+	if e.item.Kind == eventq.KindEvent {
+		if w.mPublished != nil {
+			w.mPublished.Inc()
+		}
+	} else {
+		w.metaPublished.Add(1)
+		if c := w.mMeta[e.item.Kind]; c != nil {
+			c.Inc()
+		}
+	}
+	w.q.Release(&e.item)
+	w.backoff = w.p.o.retryMin
+	if w.failing {
+		w.failing = false
+		w.p.o.log.Info("publishing to JetStream recovered",
+			zap.String("node", w.node), zap.Uint64("retries", w.failN), zap.Duration("after", time.Since(w.failedAt)))
+	}
+	w.recycle(e)
+}
+
+// dropFailed accounts for a message JetStream refused for good: an event is
+// dropped (publish_failed) and joins the gap marker published next.
+func (w *worker) dropFailed(e *entry) {
+	it := &e.item
+	if it.Kind == eventq.KindEvent {
+		n := len(w.failGaps)
+		if n > 0 && w.failGaps[n-1].Session == it.Session && w.failGaps[n-1].LastSeq+1 == it.Seq {
+			w.failGaps[n-1].LastSeq = it.Seq
+			w.failGaps[n-1].Count++
+		} else {
+			w.failGaps = append(w.failGaps, eventq.Item{
+				Kind: eventq.KindGap, Session: it.Session, Time: it.Time, Reason: metrics.ReasonPublishFailed,
+				FirstSeq: it.Seq, LastSeq: it.Seq, Count: 1,
+			})
+		}
+	} else {
+		w.metaDropped.Add(1)
+	}
+	w.refused++
+	w.refusedErr = e.err
+	w.logRefused(false)
+	w.q.Drop(it, metrics.ReasonPublishFailed)
+	w.recycle(e)
+}
+
+// logRefused writes at most one line per log interval about messages
+// JetStream refused for good, with the count since the last line.
+func (w *worker) logRefused(final bool) {
+	if w.refused == 0 || (!final && !w.refusedLog.IsZero() && time.Since(w.refusedLog) < w.p.o.logInterval) {
+		return
+	}
+	w.refusedLog = time.Now()
+	w.p.o.log.Warn("JetStream refused messages for good; dropped (publish_failed)",
+		zap.String("node", w.node), zap.Uint64("dropped_delta", w.refused),
+		zap.Uint64("dropped_total", w.q.Stats().DroppedPublishFailed), zap.Error(w.refusedErr))
+	w.refused, w.refusedErr = 0, nil
+}
+
+func (w *worker) recycle(e *entry) {
+	e.w, e.err = nil, nil
+	e.item = eventq.Item{}
+	e.state = stIdle
+	if cap(e.msg.Data) > maxPooledData {
+		e.msg.Data = nil
+	}
+	entryPool.Put(e)
+}
+
+// finish runs when the goroutine ends: publishes still unacknowledged are
+// abandoned (their late outcome is ignored) and, with everything taken from
+// the queue but not stored, counted as dropped (shutdown). Abandoned entries
+// are not recycled: nats.go may still hold their message.
+func (w *worker) finish() {
+	p := w.p
+	var abandoned int
+	p.amu.Lock()
+	for i := 0; i < w.win.len(); i++ {
+		e := w.win.at(i)
+		if p.inflight[&e.msg] == e {
+			delete(p.inflight, &e.msg)
+			w.inflightN--
+			abandoned++
+			e.state, e.err, e.retryable = stFailed, context.Canceled, true
+		}
+	}
+	p.amu.Unlock()
+	for range abandoned {
+		<-p.sem
+	}
+	for w.win.len() > 0 {
+		e := w.win.popFront()
+		switch {
+		case e.state == stAcked:
+			w.complete(e)
+		case e.item.Kind != eventq.KindEvent:
+			w.metaDropped.Add(1)
+			w.q.Drop(&e.item, metrics.ReasonShutdown)
+		default:
+			w.q.Drop(&e.item, metrics.ReasonShutdown)
+		}
+	}
+	for ; w.pos < len(w.batch); w.pos++ {
+		if w.batch[w.pos].Kind != eventq.KindEvent {
+			w.metaDropped.Add(1)
+		}
+		w.q.Drop(&w.batch[w.pos], metrics.ReasonShutdown)
+	}
+	w.metaDropped.Add(uint64(len(w.failGaps)))
+	w.failGaps = nil
+}
+
+// sweep, after the goroutine ended (or never ran), drops what the closed
+// queue still holds and logs the node's summary. It returns the events
+// dropped at shutdown since the stop began (base).
+func (w *worker) sweep(before uint64) uint64 {
+	if w.done == nil {
+		w.finish()
+	}
+	buf := w.batch[:0]
+	for {
+		items, err := w.q.TryPop(buf[:0])
+		for i := range items {
+			if items[i].Kind != eventq.KindEvent {
+				w.metaDropped.Add(1)
+			}
+			w.q.Drop(&items[i], metrics.ReasonShutdown)
+		}
+		if err != nil || len(items) == 0 {
+			break
+		}
+	}
+	w.logRefused(true)
+	s := w.stats()
+	dropped := s.DroppedShutdown - before
+	log := w.p.o.log.Info
+	if dropped > 0 || s.MetaDropped > 0 {
+		log = w.p.o.log.Warn
+	}
+	log("node publishing stopped",
+		zap.String("node", w.node),
+		zap.Uint64("received", s.Received),
+		zap.Uint64("published", s.Published),
+		zap.Uint64("dropped_buffer_full", s.DroppedBufferFull),
+		zap.Uint64("dropped_publish_failed", s.DroppedPublishFailed),
+		zap.Uint64("dropped_shutdown", s.DroppedShutdown),
+		zap.Uint64("dropped_at_this_stop", dropped),
+		zap.Uint64("meta_published", s.MetaPublished),
+		zap.Uint64("meta_dropped", s.MetaDropped),
+		zap.Uint64("retries", s.Retries))
+	return dropped
+}
+
+func (w *worker) stats() NodeStats {
+	return NodeStats{
+		Stats:         w.q.Stats(),
+		MetaPublished: w.metaPublished.Load(),
+		MetaDropped:   w.metaDropped.Load(),
+		Retries:       w.retries.Load(),
+		Redacted:      w.redacted.Load(),
+	}
+}
+
+// ring is the window of a node's entries in publish order.
+type ring struct {
+	buf  []*entry
+	head int
+	n    int
+}
+
+func (r *ring) len() int        { return r.n }
+func (r *ring) at(i int) *entry { return r.buf[(r.head+i)&(len(r.buf)-1)] }
+func (r *ring) front() *entry   { return r.at(0) }
+func (r *ring) back() *entry    { return r.at(r.n - 1) }
+func (r *ring) push(e *entry)   { r.grow(); r.buf[(r.head+r.n)&(len(r.buf)-1)] = e; r.n++ }
+func (r *ring) popBack() *entry {
+	e := r.back()
+	r.buf[(r.head+r.n-1)&(len(r.buf)-1)] = nil
+	r.n--
+	return e
+}
+func (r *ring) popFront() *entry {
+	e := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	return e
+}
+
+func (r *ring) grow() {
+	if r.n < len(r.buf) {
+		return
+	}
+	nb := make([]*entry, max(16, 2*len(r.buf)))
+	for i := 0; i < r.n; i++ {
+		nb[i] = r.at(i)
+	}
+	r.buf, r.head = nb, 0
+}
