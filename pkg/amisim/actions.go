@@ -152,9 +152,7 @@ func (c *conn) actLogin(req *request, id string) bool {
 	// FullyBooted is appended inside the action).
 	s.emitMu.Lock()
 	defer s.emitMu.Unlock()
-	if !c.ack(id, "Authentication accepted") {
-		return false
-	}
+	items := []outItem{{b: response("Success", id).h("Message", "Authentication accepted").end().b}}
 	s.mu.Lock()
 	booted, start, reload := s.booted, s.startTime, s.reloadTime
 	s.mu.Unlock()
@@ -164,7 +162,10 @@ func (c *conn) actLogin(req *request, id string) bool {
 		m.h("Event", "FullyBooted").h("Privilege", authorityString(classSystem)).
 			hi("Uptime", int(now.Sub(start)/time.Second)).hi("LastReload", int(now.Sub(reload)/time.Second)).
 			h("Status", "Fully Booted").end()
-		c.enqueue(outItem{b: m.b, event: true})
+		items = append(items, outItem{b: m.b, event: true})
+	}
+	if !c.enqueueAll(items...) {
+		return false
 	}
 	c.authed.Store(true)
 	s.setLoggedIn(c, true)

@@ -394,12 +394,13 @@ func (s *Server) activeCallCountLocked() int {
 	return n
 }
 
-// LiveCalls returns the number of calls in progress: started and not yet
-// done queueing their last events for the sessions.
+// LiveCalls returns the number of calls in progress: from the moment an
+// Originate is answered until the call's last events are queued for the
+// sessions.
 func (s *Server) LiveCalls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.calls) + s.ending
+	return len(s.calls) + s.ending + s.starting
 }
 
 // LiveChannels returns the names of the live channels in creation order.
@@ -505,16 +506,27 @@ func (s *Server) reachable(data string) (string, bool) {
 func (s *Server) startOriginate(o originate, respond func(answered bool)) {
 	dest, ok := s.reachable(o.data)
 	local := strings.EqualFold(o.tech, "Local")
+	// Holding emitMu from the answer to the call's scheduling: no event of
+	// the call can precede the answer, and once the answer is out the call
+	// counts in LiveCalls.
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
 	s.mu.Lock()
 	over := len(s.calls) >= s.cfg.MaxCalls
+	s.starting++
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.starting--
+		s.mu.Unlock()
+	}()
 	respond(local && ok && !over)
 	if over {
 		s.stats.callsRejected.Add(1)
 	}
 	if !local || over {
 		if o.async {
-			s.originateFailure(o)
+			s.originateFailureLocked(o)
 		}
 		return
 	}
@@ -529,16 +541,15 @@ func (s *Server) startOriginate(o originate, respond func(answered bool)) {
 	s.mu.Unlock()
 }
 
-// originateFailure emits the failed template's OriginateResponse alone.
-func (s *Server) originateFailure(o originate) {
+// originateFailureLocked emits the failed template's OriginateResponse
+// alone. The caller holds emitMu.
+func (s *Server) originateFailureLocked(o originate) {
 	var vars [numPh]string
 	vars[phActionID], vars[phOChannel], vars[phOContext], vars[phOExten] = o.actionID, o.channel, o.context, o.exten
 	for _, e := range failedTemplate.events {
 		if e.name == "OriginateResponse" {
 			vals := make([]string, len(e.headers))
-			s.emitMu.Lock()
 			s.broadcastLocked(e.render(&vars, s.timestamp(), vals), e.class)
-			s.emitMu.Unlock()
 			return
 		}
 	}

@@ -158,6 +158,16 @@ func (c *client) readUntil(want string) []tmsg {
 	}
 }
 
+// resp reads messages until a response, skipping events.
+func (c *client) resp() tmsg {
+	c.t.Helper()
+	for {
+		if m := c.mustRead(); len(m) > 0 && m[0][0] == "Response" {
+			return m
+		}
+	}
+}
+
 // expectEOF asserts the server closes the connection at a message boundary.
 func (c *client) expectEOF() {
 	c.t.Helper()

@@ -137,6 +137,11 @@ func (c *conn) wants(ev []byte, class int) bool {
 // client whose socket is blocked, which Asterisk would drop, and so does
 // this. It reports whether the item was queued.
 func (c *conn) enqueue(it outItem) bool {
+	return c.enqueueAll(it)
+}
+
+// enqueueAll queues items together: the writer sees all or none of them.
+func (c *conn) enqueueAll(items ...outItem) bool {
 	var t *time.Timer
 	defer func() {
 		if t != nil {
@@ -149,12 +154,18 @@ func (c *conn) enqueue(it outItem) bool {
 			c.qmu.Unlock()
 			return false
 		}
-		if c.qbytes == 0 || c.qbytes+len(it.b) <= c.s.cfg.QueueBytes {
-			c.q = append(c.q, it)
-			c.qbytes += len(it.b)
-			if it.closeAfter {
-				c.qclosing = true
+		size := 0
+		for _, it := range items {
+			size += len(it.b)
+		}
+		if c.qbytes == 0 || c.qbytes+size <= c.s.cfg.QueueBytes {
+			for _, it := range items {
+				c.q = append(c.q, it)
+				if it.closeAfter {
+					c.qclosing = true
+				}
 			}
+			c.qbytes += size
 			c.qmu.Unlock()
 			select {
 			case c.wake <- struct{}{}:
@@ -320,6 +331,9 @@ func (c *conn) writeLoop() {
 				}
 			}
 			written, err := c.write(&bufs)
+			// Record, then release the bytes: an observer that sees the
+			// queue empty finds every written event recorded.
+			c.recordWritten(batch, written)
 			c.qmu.Lock()
 			c.qbytes -= total
 			c.qmu.Unlock()
@@ -327,7 +341,7 @@ func (c *conn) writeLoop() {
 			case c.space <- struct{}{}:
 			default:
 			}
-			c.recordWritten(batch, written)
+			c.s.notify()
 			clear(batch)
 			if err != nil {
 				c.closeHard()

@@ -67,6 +67,7 @@ type Server struct {
 	uidEpoch       int64
 	processedCalls int
 	ending         int // calls done but still queueing their last events
+	starting       int // Originates answered, their call not yet scheduled
 	schedWake      chan struct{}
 
 	traffic *runner
