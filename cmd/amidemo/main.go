@@ -98,7 +98,8 @@ func run(bin string, nodes int, cps float64, dataDir string, basePort int) error
 func demoConfig(nodes, basePort int, dataDir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "nats:\n  url: \"\"\n  embedded:\n    listen: 127.0.0.1:4222\n    data_dir: %q\n", filepath.Join(dataDir, "jetstream"))
-	b.WriteString("http:\n  listen: 127.0.0.1:9090\nnodes:\n")
+	// No http.listen: each binary takes its own default (ingest 9090, actor 9091).
+	b.WriteString("nodes:\n")
 	for i := 0; i < nodes; i++ {
 		fmt.Fprintf(&b, "  - name: pbx%d\n    address: 127.0.0.1:%d\n    username: ami\n    secret: amisecret\n    actor_username: ami2\n    actor_secret: amisecret2\n", i+1, basePort+i)
 	}
