@@ -104,7 +104,9 @@ func (s *Session) connect() (*conn, error) {
 		nc.Close()
 		return nil, err
 	}
-	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	// Not derived from s.ctx: at Close the writer must still send Logoff;
+	// fail cancels it.
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.lastRead.Store(time.Now().UnixNano())
 	return c, nil
 }

@@ -40,12 +40,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // signals every change.
 type recorder struct {
 	mu      sync.Mutex
-	log     []rec
+	log     []call
 	changed chan struct{} // capacity 1: a pending wake-up is enough
 }
 
-// rec is one Handler call.
-type rec struct {
+// call is one Handler call.
+type call struct {
 	kind    string // start, event, end, oversized
 	id      string
 	seq     uint64
@@ -57,7 +57,7 @@ type rec struct {
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
 
-func (r *recorder) add(x rec) {
+func (r *recorder) add(x call) {
 	r.mu.Lock()
 	r.log = append(r.log, x)
 	r.mu.Unlock()
@@ -68,26 +68,26 @@ func (r *recorder) add(x rec) {
 }
 
 func (r *recorder) SessionStarted(id, version string, t time.Time) {
-	r.add(rec{kind: "start", id: id, name: version, t: t})
+	r.add(call{kind: "start", id: id, name: version, t: t})
 }
 
 func (r *recorder) Event(id string, seq uint64, t time.Time, m *amiwire.Message) {
-	r.add(rec{kind: "event", id: id, seq: seq, name: string(m.Name()), t: t, msg: m.Clone()})
+	r.add(call{kind: "event", id: id, seq: seq, name: string(m.Name()), t: t, msg: m.Clone()})
 }
 
 func (r *recorder) SessionEnded(id string, t time.Time, reason string, lastSeq uint64) {
-	r.add(rec{kind: "end", id: id, name: reason, t: t, lastSeq: lastSeq})
+	r.add(call{kind: "end", id: id, name: reason, t: t, lastSeq: lastSeq})
 }
 
 // snapshot returns a copy of what was recorded.
-func (r *recorder) snapshot() []rec {
+func (r *recorder) snapshot() []call {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]rec(nil), r.log...)
+	return append([]call(nil), r.log...)
 }
 
 // waitFor blocks until cond holds on the recording, woken by each change.
-func (r *recorder) waitFor(t *testing.T, what string, cond func([]rec) bool) []rec {
+func (r *recorder) waitFor(t *testing.T, what string, cond func([]call) bool) []call {
 	t.Helper()
 	timeout := time.NewTimer(waitLimit)
 	defer timeout.Stop()
@@ -104,7 +104,7 @@ func (r *recorder) waitFor(t *testing.T, what string, cond func([]rec) bool) []r
 }
 
 // count returns how many records of kind there are.
-func count(log []rec, kind string) int {
+func count(log []call, kind string) int {
 	n := 0
 	for _, x := range log {
 		if x.kind == kind {
@@ -115,7 +115,7 @@ func count(log []rec, kind string) int {
 }
 
 // countName returns how many events named name there are.
-func countName(log []rec, name string) int {
+func countName(log []call, name string) int {
 	n := 0
 	for _, x := range log {
 		if x.kind == "event" && x.name == name {

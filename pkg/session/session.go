@@ -312,9 +312,11 @@ func (s *Session) retryDelay(bo *backoff.ExponentialBackOff, fastUntil time.Time
 // returns how long it was up.
 func (s *Session) serve(c *conn, failures int) time.Duration {
 	upAt := time.Now()
-	s.handler.SessionStarted(c.ids.session, c.version, upAt)
+	// Sends may start queueing before the Handler hears of the session;
+	// the writer and reader start right after.
 	s.cur.Store(c)
 	s.upGauge.Set(1)
+	s.handler.SessionStarted(c.ids.session, c.version, upAt)
 	s.log.Info("AMI session up",
 		zap.String("session", c.ids.session), zap.String("version", c.version),
 		zap.String("username", s.cfg.Username), zap.String("events", s.cfg.Events),
