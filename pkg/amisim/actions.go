@@ -167,9 +167,17 @@ func (c *conn) actLogin(req *request, id string) bool {
 	if !c.enqueueAll(items...) {
 		return false
 	}
+	// Under closeMu: a close either comes first (no login at all) or sees
+	// the session logged in and undoes it.
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
+		return false
+	}
 	c.authed.Store(true)
 	s.setLoggedIn(c, true)
 	s.login(c)
+	c.closeMu.Unlock()
 	s.broadcastLocked(s.securityEventBytes(c, "SuccessfulAuth", "Informational", 1,
 		[][2]string{{"UsingPassword", "0"}}, ""), classSecurity)
 	s.notify()

@@ -520,10 +520,10 @@ func (s *Server) startOriginate(o originate, respond func(answered bool)) {
 		s.starting--
 		s.mu.Unlock()
 	}()
-	respond(local && ok && !over)
 	if over {
 		s.stats.callsRejected.Add(1)
 	}
+	respond(local && ok && !over)
 	if !local || over {
 		if o.async {
 			s.originateFailureLocked(o)

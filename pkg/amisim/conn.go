@@ -65,6 +65,8 @@ type conn struct {
 	nc   net.Conn
 	done chan struct{}
 
+	// closeMu guards closed and the login bookkeeping against a close.
+	// Lock order: emitMu, then closeMu, then Server.mu; qmu before closeMu.
 	closeMu sync.Mutex
 	closed  bool
 
@@ -210,10 +212,11 @@ func (c *conn) closeHard() {
 		return
 	}
 	c.closed = true
+	authed := c.authed.Load()
 	c.closeMu.Unlock()
 	close(c.done)
 	_ = c.nc.Close()
-	if c.authed.Load() {
+	if authed {
 		c.s.logout(c)
 	}
 }

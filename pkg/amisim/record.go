@@ -93,11 +93,12 @@ func (s *Server) Stats() Stats {
 // the connection was closed meanwhile: after DropConnections returns, no
 // message of a dropped connection is recorded or answered.
 func (s *Server) recordAction(c *conn, req *request) bool {
-	s.mu.Lock()
-	if c.isClosed() {
-		s.mu.Unlock()
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
 		return false
 	}
+	s.mu.Lock()
 	if s.cfg.RecordLimit >= 0 && len(s.received) < s.cfg.RecordLimit {
 		s.received = append(s.received, Action{
 			Conn: c.id, Name: req.getNonEmpty("Action"), ActionID: req.get("ActionID"), Headers: req.pairs(),
@@ -106,6 +107,7 @@ func (s *Server) recordAction(c *conn, req *request) bool {
 		s.stats.actionsNotRecorded.Add(1)
 	}
 	s.mu.Unlock()
+	c.closeMu.Unlock()
 	s.notify()
 	return true
 }

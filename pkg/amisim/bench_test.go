@@ -1,0 +1,34 @@
+package amisim
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// BenchmarkEmitEvents measures the flood the simulator can send to one
+// session that reads as fast as it can (the ingest benchmarks need the
+// simulator faster than the pipeline behind it).
+func BenchmarkEmitEvents(b *testing.B) {
+	s := start(b, Config{RecordLimit: -1})
+	c := dial(b, s)
+	c.login("ami", "amisecret", "off")
+	c.do("Action: Events", "EventMask: on")
+	drained := make(chan int64)
+	go func() {
+		n, _ := io.Copy(io.Discard, c.r)
+		drained <- n
+	}()
+	b.ResetTimer()
+	t0 := time.Now()
+	s.EmitEvents(b.N, 0)
+	waitFor(b, s, "the queue to drain", func() bool { return queueEmpty(s, 1) })
+	el := time.Since(t0)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "events/s")
+	c.nc.(*net.TCPConn).CloseRead()
+	s.Close()
+	n := <-drained
+	b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
+}
