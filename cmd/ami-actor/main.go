@@ -1,5 +1,7 @@
 // Command ami-actor runs AMI actions requested over NATS on the configured
-// PBXs and replies exactly once to each request. See README.md.
+// PBXs and replies exactly once to each request. See docs/actor.md and
+// schemas/actions.md for the contract, config.example.yaml for the
+// configuration.
 package main
 
 import (
@@ -10,17 +12,14 @@ import (
 	"io"
 	"os"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/amibus/amibus/pkg/command"
+	"github.com/amibus/amibus/pkg/actor"
 	"github.com/amibus/amibus/pkg/config"
 	"github.com/amibus/amibus/pkg/daemon"
 	"github.com/amibus/amibus/pkg/httpserver"
 	"github.com/amibus/amibus/pkg/natsconn"
-	"github.com/amibus/amibus/pkg/session"
-	"github.com/amibus/amibus/pkg/sessionconf"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -42,8 +41,12 @@ func run(args []string, stderr io.Writer) int {
 	return daemon.ExitOK
 }
 
+// serve runs the process until the first SIGINT or SIGTERM, then shuts
+// down in order: the actor answers everything in flight and closes its AMI
+// sessions (Service.Run), then the NATS connection closes, then HTTP stops,
+// so that /metrics is served through the drain.
 func serve(env *daemon.Env) error {
-	cfg, log, m := env.Config, env.Log, env.Metrics
+	cfg, log := env.Config, env.Log
 	ctx, stop := daemon.SignalContext(log, os.Exit)
 	defer stop()
 
@@ -60,73 +63,20 @@ func serve(env *daemon.Env) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer nc.Close() // after Run: the replies of the drain are flushed by then
 
-	// An answer is read whole up to max_answer_bytes, so big Command outputs
-	// and lists fit; a header is at least 8 wire bytes, so the header cap
-	// follows from the byte cap.
-	pool := session.NewPool(append(sessionconf.Common(cfg.Session),
-		session.WithInstance(session.ProcessInstance()),
-		session.WithMetrics(m),
-		session.WithLogger(log),
-		session.WithDialLimiter(session.NewDialLimiter(cfg.Session.MaxConcurrentDials)),
-		session.WithMaxPending(cfg.Actor.MaxPending),
-		session.WithReaderLimits(cfg.Actor.MaxAnswerBytes, cfg.Actor.MaxAnswerBytes/8),
-		session.WithAnswerLimits(cfg.Actor.MaxAnswerBytes, cfg.Actor.MaxListEvents),
-	)...)
-	nodes := make(command.Nodes, len(cfg.Nodes))
-	for _, n := range cfg.Nodes {
-		opts, err := sessionconf.Node(cfg, n, sessionconf.Actor)
-		if err != nil {
-			pool.Close()
-			return err
-		}
-		s, err := pool.Add(n.Name, n.Address, opts...)
-		if err != nil {
-			pool.Close()
-			return fmt.Errorf("node %s: %w", n.Name, err)
-		}
-		nodes[n.Name] = s
-	}
-	defer pool.Close() // after the command server has answered everything
-
-	policy, err := command.NewPolicy(cfg.Actor.Allow, cfg.Actor.Deny)
+	svc, err := actor.New(cfg, nc, env.Metrics, log)
 	if err != nil {
 		return err
 	}
-	srv, err := command.New(nc, nodes,
-		command.WithSubjectPrefix(cfg.NATS.SubjectPrefix),
-		command.WithQueueGroup(cfg.Actor.QueueGroup),
-		command.WithTimeouts(time.Duration(cfg.Actor.DefaultTimeoutMS)*time.Millisecond,
-			time.Duration(cfg.Actor.MaxTimeoutMS)*time.Millisecond),
-		command.WithPolicy(policy),
-		command.WithMetrics(m),
-		command.WithLogger(log),
-		// Each node's session caps its own pending actions; this caps the
-		// process as a whole at the same total.
-		command.WithMaxInflight(max(1, cfg.Actor.MaxPending*len(cfg.Nodes))),
-		command.WithMaxRequestBytes(cfg.Actor.MaxRequestBytes),
-	)
-	if err != nil {
-		return err
-	}
-
-	listen := cfg.HTTP.Listen
-	if listen == "" {
-		listen = config.DefaultActorHTTPListen
-	}
-	ready := func() error {
-		if !nc.IsConnected() {
-			return errors.New("nats: not connected")
-		}
-		return nil
-	}
-	hs := httpserver.New(listen, m.Registry, ready, log)
+	hs := httpserver.New(cfg.HTTP.ListenOr(config.DefaultActorHTTPListen), env.Metrics.Registry, svc.Ready, log)
 	if err := hs.Start(); err != nil {
 		return err
 	}
 	httpCtx, httpStop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer httpStop()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -135,9 +85,8 @@ func serve(env *daemon.Env) error {
 		}
 	}()
 	log.Info("ami-actor started", zap.Int("nodes", len(cfg.Nodes)), zap.String("http", hs.Addr().String()))
-	runErr := srv.Run(ctx)
-	httpStop()
-	wg.Wait()
+	runErr := svc.Run(ctx)
+	nc.Close()
 	log.Info("ami-actor stopped")
 	return runErr
 }
