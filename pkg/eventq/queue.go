@@ -42,8 +42,8 @@ const (
 	maxPooledSize = 64 << 10
 
 	minRing = 64
-	// shrinkRing: an empty ring larger than this is given back to the GC
-	// (replaced by a minimal one) so a past flood does not pin its peak.
+	// shrinkRing: an empty ring larger than this may be given back to the
+	// GC (see shrinkLocked).
 	shrinkRing = 4096
 )
 
@@ -82,6 +82,7 @@ type Queue struct {
 	// session change.
 	ring    []Item
 	head, n int
+	peak    int // most items held since the queue was last seen empty
 	free    []*amiwire.Message
 	events  int   // events accepted and not yet released or dropped
 	bytes   int64 // bytes this queue holds against the budget
@@ -452,11 +453,18 @@ func (q *Queue) pushLocked(it Item) {
 	}
 	q.ring[(q.head+q.n)&(len(q.ring)-1)] = it
 	q.n++
+	q.peak = max(q.peak, q.n)
 }
 
+// shrinkLocked gives a large ring back to the GC when the queue is empty and
+// its use since it was last empty stayed under a quarter of it: a past flood
+// does not pin its peak, and steady bursts do not regrow it every time.
 func (q *Queue) shrinkLocked() {
 	if q.n == 0 && len(q.ring) > shrinkRing {
-		q.ring, q.head = make([]Item, minRing), 0
+		if q.peak < len(q.ring)/4 {
+			q.ring, q.head = make([]Item, minRing), 0
+		}
+		q.peak = 0
 	}
 }
 

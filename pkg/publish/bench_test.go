@@ -13,9 +13,9 @@ import (
 	"github.com/amibus/amibus/pkg/eventq"
 )
 
-// benchRound is how many events the pipeline benchmark's reader pushes
-// before it waits for them to be stored: it bounds the memory a benchmark
-// holds without ever letting the queue drop.
+// benchRound is how many events a benchmark round publishes before it waits
+// for them all to be acknowledged: it bounds the memory a benchmark holds
+// without ever letting the queue drop.
 const benchRound = 50000
 
 // benchEvents are real events from a call (the 07 transcript, built with
@@ -31,12 +31,18 @@ func benchEvents(b *testing.B) []*amiwire.Message {
 	return ev
 }
 
-// BenchmarkPipeline: the AMI reader side (Queue.Event) on one goroutine,
-// the Publisher encoding and publishing asynchronously into a file-storage
-// stream, every event acknowledged before the clock stops.
-func BenchmarkPipeline(b *testing.B) {
-	events := benchEvents(b)
-	env := startNATS(b, 0)
+// pipeRig is the ingest path: Queue.Event on the caller's goroutine (the AMI
+// reader's place), the Publisher encoding and publishing asynchronously.
+type pipeRig struct {
+	b      *testing.B
+	events []*amiwire.Message
+	q      *eventq.Queue
+	pub    *Publisher
+	sub    *nats.Subscription
+	round  int
+}
+
+func newPipeRig(b *testing.B, env *natsEnv, events []*amiwire.Message) *pipeRig {
 	nc := env.connect(b)
 	ensureStream(b, nc, StreamConfig{})
 	// The signal that a round is stored: its session_end, seen on a core
@@ -61,91 +67,193 @@ func BenchmarkPipeline(b *testing.B) {
 	if err := pub.Start(ctxT(b, time.Hour)); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
+	return &pipeRig{b: b, events: events, q: q, pub: pub, sub: sub}
+}
+
+// run pushes n events as one session and returns when all are stored.
+func (r *pipeRig) run(n int) time.Duration {
 	start := time.Now()
-	for round, done := 0, 0; done < b.N; round++ {
-		id := "bench-" + strconv.Itoa(round)
-		n := min(benchRound, b.N-done)
-		t := time.Now()
-		for i := 1; i <= n; i++ {
-			q.Event(id, uint64(i), t, events[i%len(events)])
+	id := "bench-" + strconv.Itoa(r.round)
+	r.round++
+	for i := 1; i <= n; i++ {
+		r.q.Event(id, uint64(i), start, r.events[i%len(r.events)])
+	}
+	r.q.SessionEnded(id, start, "eof", uint64(n))
+	for {
+		m, err := r.sub.NextMsg(time.Minute)
+		if err != nil {
+			r.b.Fatalf("round %s not stored: %v", id, err)
 		}
-		q.SessionEnded(id, t, "eof", uint64(n))
-		for {
-			m, err := sub.NextMsg(time.Minute)
-			if err != nil {
-				b.Fatalf("round %d not stored: %v", round, err)
-			}
-			if m.Header.Get(jetstream.MsgIDHeader) == id+"-end" {
-				break
-			}
+		if m.Header.Get(jetstream.MsgIDHeader) == id+"-end" {
+			return time.Since(start)
 		}
-		done += n
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-	if err := pub.Drain(ctxT(b, time.Minute)); err != nil {
-		b.Fatal(err)
-	}
-	if ns, _ := pub.Stats("bench"); ns.Retries > 0 {
-		b.Logf("%d retries", ns.Retries)
-	}
-	if s := q.Stats(); s.Published != uint64(b.N) || s.Dropped() != 0 {
-		b.Fatalf("not all published: %+v", s)
 	}
 }
 
-// BenchmarkDirectPublish publishes the same payloads (the JSON of the same
-// events, each with its own Nats-Msg-Id) straight to the same kind of stream
-// with nats.go async publish and the same cap on pending acks: the rate the
-// pipeline is measured against.
-func BenchmarkDirectPublish(b *testing.B) {
-	events := benchEvents(b)
-	env := startNATS(b, 0)
+func (r *pipeRig) close(want int) {
+	if err := r.pub.Drain(ctxT(r.b, time.Minute)); err != nil {
+		r.b.Fatal(err)
+	}
+	if s := r.q.Stats(); s.Published != uint64(want) || s.Dropped() != 0 {
+		r.b.Fatalf("not all published: %+v", s)
+	}
+}
+
+// directRig publishes the same payloads (the JSON of the same events, each
+// with its own Nats-Msg-Id) straight to a stream of the same kind with
+// nats.go async publish and the same cap on pending acks.
+type directRig struct {
+	b        *testing.B
+	js       jetstream.JetStream
+	payloads [][]byte
+	subjects []string
+	failed   atomic.Int64
+	seq      int
+	marker   string
+	sub      *nats.Subscription
+	round    int
+}
+
+func newDirectRig(b *testing.B, env *natsEnv, events []*amiwire.Message, prefix string) *directRig {
 	nc := env.connect(b)
-	ensureStream(b, nc, StreamConfig{})
-	payloads := make([][]byte, len(events))
-	subjects := make([]string, len(events))
+	r := &directRig{b: b, payloads: make([][]byte, len(events)), subjects: make([]string, len(events))}
+	if prefix != "ami" {
+		// Beside the pipeline's stream on the same server: same kind.
+		ensureStream(b, nc, StreamConfig{Name: "DIRECT", Prefix: prefix})
+	} else {
+		ensureStream(b, nc, StreamConfig{})
+	}
 	for i, m := range events {
 		it := eventq.Item{Kind: eventq.KindEvent, Session: "bench-0", Seq: uint64(i + 1), Time: time.Now(), Msg: m}
-		payloads[i] = AppendEvent(nil, "bench", &it, nil)
-		subjects[i] = EventSubject("ami", "bench", m.Name())
+		r.payloads[i] = AppendEvent(nil, "bench", &it, nil)
+		r.subjects[i] = EventSubject(prefix, "bench", m.Name())
 	}
-	var failed atomic.Int64
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxInflight),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { failed.Add(1) }))
+	// A round ends as the pipeline's does: when a last message published
+	// after the round's events reaches a core subscriber.
+	r.marker = MetaSubject(prefix, "bench")
+	sub, err := nc.SubscribeSync(r.marker)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
+	r.sub = sub
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(DefaultMaxInflight),
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { r.failed.Add(1) }))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.js = js
+	return r
+}
+
+// run publishes n messages and a round marker, and returns when the marker
+// is stored (as the pipeline's session_end ends its round).
+func (r *directRig) run(n int) time.Duration {
 	start := time.Now()
-	for i := 1; i <= b.N; i++ {
-		k := i % len(events)
-		m := &nats.Msg{Subject: subjects[k], Data: payloads[k], Header: nats.Header{}}
-		m.Header.Set(jetstream.MsgIDHeader, "bench-0-"+strconv.Itoa(i))
+	publish := func(m *nats.Msg) {
 		for {
-			_, err := js.PublishMsgAsync(m)
+			_, err := r.js.PublishMsgAsync(m)
 			if err == nil {
-				break
+				return
 			}
 			if err != jetstream.ErrTooManyStalledMsgs {
-				b.Fatal(err)
+				r.b.Fatal(err)
 			}
 		}
 	}
+	for range n {
+		r.seq++
+		k := r.seq % len(r.payloads)
+		m := &nats.Msg{Subject: r.subjects[k], Data: r.payloads[k], Header: nats.Header{}}
+		m.Header.Set(jetstream.MsgIDHeader, "bench-0-"+strconv.Itoa(r.seq))
+		publish(m)
+	}
+	id := "round-" + strconv.Itoa(r.round)
+	r.round++
+	publish(&nats.Msg{Subject: r.marker, Data: []byte(`{}`), Header: nats.Header{jetstream.MsgIDHeader: {id}}})
+	for {
+		m, err := r.sub.NextMsg(time.Minute)
+		if err != nil {
+			r.b.Fatalf("round %s not stored: %v", id, err)
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) == id {
+			break
+		}
+	}
+	return time.Since(start)
+}
+
+// close waits for every ack and checks that none failed.
+func (r *directRig) close() {
 	select {
-	case <-js.PublishAsyncComplete():
+	case <-r.js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
-		b.Fatal("acks did not come")
+		r.b.Fatal("acks did not come")
 	}
-	elapsed := time.Since(start)
+	if n := r.failed.Load(); n > 0 {
+		r.b.Fatalf("%d publishes failed", n)
+	}
+	r.js.CleanupPublisher()
+}
+
+// BenchmarkPipeline: b.N events through eventq and the Publisher into a
+// file-storage stream, every one acknowledged before the clock stops.
+func BenchmarkPipeline(b *testing.B) {
+	events := benchEvents(b)
+	env := startNATS(b, 0)
+	r := newPipeRig(b, env, events)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var elapsed time.Duration
+	for done := 0; done < b.N; {
+		n := min(benchRound, b.N-done)
+		elapsed += r.run(n)
+		done += n
+	}
 	b.StopTimer()
-	if n := failed.Load(); n > 0 {
-		b.Fatalf("%d publishes failed", n)
-	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-	js.CleanupPublisher()
+	r.close(b.N)
+}
+
+// BenchmarkDirectPublish: the same payloads published straight to the same
+// kind of stream: the rate the pipeline is measured against.
+func BenchmarkDirectPublish(b *testing.B) {
+	events := benchEvents(b)
+	env := startNATS(b, 0)
+	r := newDirectRig(b, env, events, "ami")
+	b.ReportAllocs()
+	b.ResetTimer()
+	var elapsed time.Duration
+	for done := 0; done < b.N; {
+		n := min(benchRound, b.N-done)
+		elapsed += r.run(n)
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	r.close()
+}
+
+// BenchmarkPipelineVsDirect alternates rounds of both on one server, each
+// into its own file-storage stream, so both see the same machine load (this
+// machine is shared): its "ratio" is pipeline events/s over direct events/s.
+func BenchmarkPipelineVsDirect(b *testing.B) {
+	const round = 5000
+	events := benchEvents(b)
+	env := startNATS(b, 0)
+	pr := newPipeRig(b, env, events)
+	dr := newDirectRig(b, env, events, "direct")
+	b.ResetTimer()
+	var tp, td time.Duration
+	for done := 0; done < b.N; {
+		n := min(round, b.N-done)
+		tp += pr.run(n)
+		td += dr.run(n)
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/tp.Seconds(), "pipeline-events/s")
+	b.ReportMetric(float64(b.N)/td.Seconds(), "direct-events/s")
+	b.ReportMetric(td.Seconds()/tp.Seconds(), "ratio")
+	pr.close(b.N)
+	dr.close()
 }

@@ -233,7 +233,9 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("stats %+v; stream has %d events and %d in gaps", st, published, gapped)
 	}
 	ns, _ := pl.pub.Stats("pbx1")
-	if gapped == 0 || ns.Retries == 0 || published < 300+500 {
+	// At least the 500 events the queue held for the first session are
+	// stored (the second session's may meet a queue not yet released).
+	if gapped == 0 || ns.Retries == 0 || published < 500 {
 		t.Fatalf("the outage did not bite as planned: %d published, %d dropped, %d retries", published, gapped, ns.Retries)
 	}
 	if got := counter(pl.reg.PublishRetries.WithLabelValues("pbx1")); got != ns.Retries {

@@ -322,7 +322,7 @@ func (w *worker) fill(ctx context.Context) bool {
 			e = w.newEntry(&w.batch[w.pos])
 			w.batch[w.pos] = eventq.Item{}
 			w.pos++
-			if maxPayload > 0 && msgSize(&e.msg) > maxPayload {
+			if maxPayload > 0 && msgSize(e) > maxPayload {
 				// Refused for good before anything after it is sent:
 				// consecutive ones join one gap marker, in exact order.
 				e.setOutcome(nats.ErrMaxPayload)
@@ -365,15 +365,10 @@ func (w *worker) flushFailGaps(ctx context.Context) bool {
 }
 
 // msgSize is what nats.go checks against the server's max payload: the
-// payload and the header block ("NATS/1.0\r\n", one line per value, "\r\n").
-func msgSize(m *nats.Msg) int {
-	n := len(m.Data) + len("NATS/1.0\r\n\r\n")
-	for k, vs := range m.Header {
-		for _, v := range vs {
-			n += len(k) + len(": \r\n") + len(v)
-		}
-	}
-	return n
+// payload and the header block ("NATS/1.0\r\n", the Nats-Msg-Id line,
+// "\r\n"), the only header an entry has.
+func msgSize(e *entry) int {
+	return len(e.msg.Data) + len("NATS/1.0\r\n\r\n") + len(jetstream.MsgIDHeader) + len(": \r\n") + len(e.id[0])
 }
 
 // send publishes e, which is in the window. It returns false if the node
