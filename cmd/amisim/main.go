@@ -43,6 +43,7 @@ type options struct {
 	tlsCert, tlsKey string
 	nodePrefix      string
 	logLevel        string
+	ctl             controlFlags // control.go
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -60,6 +61,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&o.nodePrefix, "node-prefix", "pbx", "node names are this prefix and 1..n")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.ctl.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -119,8 +121,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(*ami
 		CallDuration:  o.callDuration,
 		Node:          o.nodePrefix,
 		Logger:        log.Named("node"),
-		// A demo fleet runs for hours: record nothing.
-		RecordLimit: -1,
+		// A demo fleet runs for hours: record nothing unless asked.
+		RecordLimit: o.ctl.recordLimit,
 	}
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
@@ -165,11 +167,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(*ami
 			}()
 		}
 	}
+	stopControl, err := o.ctl.start(fleet, userNames, log)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		_ = fleet.Close()
+		wg.Wait()
+		return 1
+	}
 	if onReady != nil {
 		onReady(fleet)
 	}
 	<-ctx.Done()
 	log.Info("stopping")
+	stopControl()
 	_ = fleet.Close()
 	wg.Wait()
 	log.Info("stopped")

@@ -88,7 +88,8 @@ type conn struct {
 	qbytes   int
 	qclosing bool
 	wake     chan struct{}
-	space    chan struct{}
+	// space is closed and replaced whenever written bytes leave the queue.
+	space chan struct{}
 }
 
 func newConn(s *Server, id int, raw net.Conn) *conn {
@@ -99,7 +100,7 @@ func newConn(s *Server, id int, raw net.Conn) *conn {
 		nc:    s.newTLS(raw),
 		done:  make(chan struct{}),
 		wake:  make(chan struct{}, 1),
-		space: make(chan struct{}, 1),
+		space: make(chan struct{}),
 	}
 	// Asterisk's session starts with every event class enabled (-1).
 	c.mask.Store(classAll)
@@ -175,12 +176,13 @@ func (c *conn) enqueueAll(items ...outItem) bool {
 			}
 			return true
 		}
+		space := c.space
 		c.qmu.Unlock()
 		if t == nil {
 			t = time.NewTimer(c.s.cfg.WriteTimeout)
 		}
 		select {
-		case <-c.space:
+		case <-space:
 		case <-c.done:
 			return false
 		case <-t.C:
@@ -339,11 +341,9 @@ func (c *conn) writeLoop() {
 			c.recordWritten(batch, written)
 			c.qmu.Lock()
 			c.qbytes -= total
+			close(c.space) // wakes every producer waiting for room
+			c.space = make(chan struct{})
 			c.qmu.Unlock()
-			select {
-			case c.space <- struct{}{}:
-			default:
-			}
 			c.s.notify()
 			clear(batch)
 			if err != nil {

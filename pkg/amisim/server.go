@@ -373,8 +373,10 @@ func (s *Server) Restart(down time.Duration) {
 	ln, acceptDone := s.ln, s.acceptDone
 	s.ln = nil
 	s.mu.Unlock()
-	_ = ln.Close()
-	<-acceptDone
+	if ln != nil { // nil after a Restart that could not listen again
+		_ = ln.Close()
+		<-acceptDone
+	}
 	s.notify()
 	if !sleepCtx(s.ctx, down) {
 		return
