@@ -1,0 +1,10 @@
+package eventq_test
+
+import (
+	"github.com/amibus/amibus/pkg/eventq"
+	"github.com/amibus/amibus/pkg/session"
+)
+
+// The queue is what a session delivers to: it must keep session.Handler's
+// method set without importing session.
+var _ session.Handler = (*eventq.Queue)(nil)
