@@ -1,4 +1,7 @@
-package publish
+// Package amijson writes AMI messages as JSON, by appending into reused
+// buffers: the string escaping and the "fields" object that events (publish)
+// and action replies (command) share, so both follow one convention.
+package amijson
 
 import (
 	"encoding/binary"
@@ -19,12 +22,12 @@ var safeASCII = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
-// appendString appends s as a JSON string. It escapes '"', '\\' and every
+// AppendString appends s as a JSON string. It escapes '"', '\\' and every
 // control character (as \n, \r, \t, \b, \f or \u00XX), U+2028 and U+2029
 // (as encoding/json does, for JavaScript consumers), and replaces each byte
 // that is not part of valid UTF-8 by \ufffd, as encoding/json does: JSON
 // cannot carry invalid UTF-8, and a consumer must get valid JSON.
-func appendString[T text](dst []byte, s T) []byte {
+func AppendString[T text](dst []byte, s T) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -105,7 +108,7 @@ func decodeRune[T text](s T, i int) (rune, int) {
 	return utf8.DecodeRune(b[:n])
 }
 
-// compareKeys orders two keys as the JSON strings appendString makes of
+// compareKeys orders two keys as the JSON strings AppendString makes of
 // them (invalid bytes read as U+FFFD), so that keys which would become the
 // same JSON key are grouped together and a JSON object never holds a key
 // twice.

@@ -30,7 +30,7 @@ func CommandOutput(m *Message) []string {
 		return out
 	}
 	for i := range m.fields {
-		if equalFold(m.Key(i), "Output") {
+		if EqualFold(m.Key(i), "Output") {
 			out = append(out, string(m.Value(i)))
 		}
 	}

@@ -83,7 +83,7 @@ func checkAction(name, actionID string, headers []Header) error {
 		if p := keyProblem(h.Key); p != "" {
 			return &EncodeError{Err: ErrInvalidKey, Field: field, Index: i, Reason: "key " + p}
 		}
-		if len(h.Key) <= len("ActionID") && (equalFold([]byte(h.Key), "ActionID") || equalFold([]byte(h.Key), "Action")) {
+		if len(h.Key) <= len("ActionID") && (EqualFold([]byte(h.Key), "ActionID") || EqualFold([]byte(h.Key), "Action")) {
 			return &EncodeError{Err: ErrInvalidKey, Field: field, Index: i, Reason: "Action and ActionID are set by the caller of AppendAction, not by a header"}
 		}
 		if p := valueProblem(h.Value); p != "" {

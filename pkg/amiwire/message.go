@@ -89,7 +89,7 @@ func (m *Message) Value(i int) []byte {
 // case as Asterisk does. The slice aliases m.
 func (m *Message) Lookup(key string) ([]byte, bool) {
 	for i := range m.fields {
-		if equalFold(m.Key(i), key) {
+		if EqualFold(m.Key(i), key) {
 			return m.Value(i), true
 		}
 	}
@@ -106,7 +106,7 @@ func (m *Message) Get(key string) string {
 func (m *Message) Values(key string) []string {
 	var out []string
 	for i := range m.fields {
-		if equalFold(m.Key(i), key) {
+		if EqualFold(m.Key(i), key) {
 			out = append(out, string(m.Value(i)))
 		}
 	}
@@ -186,16 +186,17 @@ func (m *Message) String() string {
 
 func kindOf(key []byte) Kind {
 	switch {
-	case equalFold(key, "Response"):
+	case EqualFold(key, "Response"):
 		return KindResponse
-	case equalFold(key, "Event"):
+	case EqualFold(key, "Event"):
 		return KindEvent
 	}
 	return KindOther
 }
 
-// equalFold is an allocation-free ASCII case-insensitive comparison.
-func equalFold(b []byte, s string) bool {
+// EqualFold reports whether b equals s ignoring ASCII case, as Asterisk
+// compares header and action names. It does not allocate.
+func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}

@@ -265,13 +265,13 @@ func (r *Reader) ReadMessage(m *Message) error {
 			m.addLine(lineStart, end)
 			if len(m.fields) == 1 {
 				m.kind = kindOf(m.Key(0))
-				if m.kind == KindResponse && equalFold(m.Value(0), "Follows") {
+				if m.kind == KindResponse && EqualFold(m.Value(0), "Follows") {
 					m.follows = true
 					ph = phaseFollowsPrefix
 				}
 			}
 		case phaseFollowsPrefix:
-			if c := bytes.IndexByte(line, ':'); c > 0 && (equalFold(line[:c], "Privilege") || equalFold(line[:c], "ActionID")) {
+			if c := bytes.IndexByte(line, ':'); c > 0 && (EqualFold(line[:c], "Privilege") || EqualFold(line[:c], "ActionID")) {
 				m.addLine(lineStart, end)
 				break
 			}

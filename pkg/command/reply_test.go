@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
+	"github.com/amibus/amibus/pkg/amijson"
 	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
@@ -212,8 +212,8 @@ func TestReplyFailure(t *testing.T) {
 func TestReplyFieldsGrouping(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	keys := []string{"Variable", "Channel", "ChanVariable(x)", "A", "variable", ""}
-	e := new(encoder)
-	for n := 0; n <= 3*smallGroup; n++ {
+	// Up to 80 headers: both of amijson's grouping paths (64 is the switch).
+	for n := 0; n <= 80; n++ {
 		for round := 0; round < 6; round++ {
 			m := new(amiwire.Message)
 			var order []string
@@ -226,7 +226,7 @@ func TestReplyFieldsGrouping(t *testing.T) {
 					order = append(order, k)
 				}
 			}
-			b := e.appendFields(nil, m, false)
+			b := amijson.AppendFields(nil, m, nil, nil)
 			var got map[string]any
 			if err := json.Unmarshal(b, &got); err != nil {
 				t.Fatalf("n=%d: %v\n%s", n, err, b)
@@ -265,28 +265,6 @@ func fixUTF8(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-func TestAppendStringEscapes(t *testing.T) {
-	for _, s := range []string{
-		"", "plain", `quote " back \ slash`, "ctl \x00\x01\x1f\x7f \t\r\n", "é ü 日本",
-		"bad \xff\xfe utf8 \xc3", "js \u2028 \u2029", "<html>&amp;",
-	} {
-		b := appendString(nil, s)
-		if !utf8.Valid(b) {
-			t.Fatalf("%q: invalid UTF-8 out: %q", s, b)
-		}
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q: %v (%s)", s, err, b)
-		}
-		if want := fixUTF8(s); got != want {
-			t.Fatalf("round trip of %q gave %q", s, got)
-		}
-		if bs := appendString(nil, []byte(s)); !bytes.Equal(bs, b) {
-			t.Fatalf("string and []byte forms differ: %s vs %s", b, bs)
-		}
-	}
 }
 
 // TestReplyTooLargeStopsEarly: a list answer far over the limit is given
@@ -379,19 +357,4 @@ func BenchmarkDecodeRequestOriginate(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// FuzzAppendString: whatever bytes a PBX sends, the reply string is valid
-// JSON in valid UTF-8 and reads back as encoding/json would write it.
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "Local/100@demo-00000009;2", "a\"b\\c\r\n\x00", "\xff\xfe", "é\u2028"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendString(nil, s)
-		var got string
-		if !utf8.Valid(b) || json.Unmarshal(b, &got) != nil || got != fixUTF8(s) {
-			t.Fatalf("%q encoded as %s", s, b)
-		}
-	})
 }

@@ -15,49 +15,6 @@ import (
 
 var t0 = time.Date(2026, 11, 23, 1, 41, 56, 154000321, time.FixedZone("CET", 3600))
 
-func TestAppendStringMatchesEncodingJSON(t *testing.T) {
-	for _, s := range []string{
-		"", "plain", `quote " and \ backslash`, "tab\tcr\rlf\nnul\x00bell\x07esc\x1b del\x7f",
-		"\b\f", "é ü 中文 🎉", "\u2028\u2029", "bad \xff\xfe utf8 \xc3", "\xed\xa0\x80 surrogate",
-		"<html> & 'x'", strings.Repeat("a", 1000) + "\x01",
-	} {
-		checkString(t, s)
-	}
-}
-
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "a\"b", "\x00\x1f", "\xff", "é\u2028", "\xf0\x9f\x8e"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) { checkString(t, s) })
-}
-
-// checkString: appendString must give valid JSON that decodes to what
-// encoding/json's own encoding of s decodes to, for string and []byte input.
-func checkString(t *testing.T, s string) {
-	t.Helper()
-	want, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wantS string
-	if err := json.Unmarshal(want, &wantS); err != nil {
-		t.Fatal(err)
-	}
-	for _, got := range [][]byte{appendString([]byte("x"), s)[1:], appendString(nil, []byte(s))} {
-		if !json.Valid(got) {
-			t.Fatalf("invalid JSON for %q: %s", s, got)
-		}
-		var gotS string
-		if err := json.Unmarshal(got, &gotS); err != nil {
-			t.Fatalf("decode %s: %v", got, err)
-		}
-		if gotS != wantS {
-			t.Fatalf("%q: decoded %q, want %q", s, gotS, wantS)
-		}
-	}
-}
-
 func msg(kv ...string) *amiwire.Message {
 	m := &amiwire.Message{}
 	for i := 0; i+1 < len(kv); i += 2 {

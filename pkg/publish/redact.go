@@ -1,5 +1,7 @@
 package publish
 
+import "github.com/amibus/amibus/pkg/amiwire"
+
 // DefaultRedactFields are the event fields replaced by RedactedValue unless
 // configured otherwise: ExpectedResponse, in ChallengeResponseFailed, is the
 // MD5 of the challenge and the secret, enough to brute-force the secret.
@@ -20,32 +22,10 @@ func RedactFields(names ...string) func(key []byte) bool {
 	}
 	return func(key []byte) bool {
 		for _, n := range list {
-			if equalFold(key, n) {
+			if amiwire.EqualFold(key, n) {
 				return true
 			}
 		}
 		return false
 	}
-}
-
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		x, y := b[i], s[i]
-		if x == y {
-			continue
-		}
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
