@@ -281,7 +281,9 @@ session:
 		t.Fatal("the actor's session never came up")
 	}
 
-	sim.SetAnswerDelay("Ping", 500*time.Millisecond)
+	// Longer than the session's Logoff timeout (1 s), so the answer only
+	// arrives if the sessions are closed after the requests in flight.
+	sim.SetAnswerDelay("Ping", 1500*time.Millisecond)
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {

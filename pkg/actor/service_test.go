@@ -135,7 +135,10 @@ func TestActorSessionIdentity(t *testing.T) {
 // then the sessions log off, and the NATS connection is left to its owner.
 func TestGracefulShutdownOrder(t *testing.T) {
 	e := newEnv(t, amisim.Config{}, 0, false, "")
-	e.sim.SetAnswerDelay("Ping", 300*time.Millisecond)
+	// Longer than the session's Logoff timeout (1 s): were the sessions
+	// closed first, their Logoff would give up before this answer and the
+	// request would be answered disconnected.
+	e.sim.SetAnswerDelay("Ping", 1500*time.Millisecond)
 	ch := requestAsync(t, e.nc, "ami.action.pbx1", `{"action":"Ping","fields":{"Marker":"inflight"}}`)
 	simWait(t, e.sim, "the in-flight Ping", func() bool { return len(receivedWith(e.sim, "Marker", "inflight")) == 1 })
 
@@ -279,5 +282,10 @@ func TestNewRefusesBadInput(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.SessionUp.WithLabelValues("pbx1")); got != 0 {
 		t.Errorf("New connected a session (ami_session_up = %v)", got)
+	}
+	for _, name := range []string{"ami_requests_dropped_total", "ami_nats_slow_consumers_total"} {
+		if n, err := testutil.GatherAndCount(m.Registry, name); err != nil || n != 1 {
+			t.Errorf("%s: %d series, %v; want it exported at 0", name, n, err)
+		}
 	}
 }
