@@ -62,13 +62,14 @@ type Queue struct {
 	log         *zap.Logger
 	logInterval time.Duration
 
-	mReceived     prometheus.Counter
-	mDropFull     prometheus.Counter
-	mDropFailed   prometheus.Counter
-	mDropShutdown prometheus.Counter
-	mDropVec      *prometheus.CounterVec
-	mBufEvents    prometheus.Gauge
-	mBufBytes     prometheus.Gauge
+	mReceived      prometheus.Counter
+	mDropFull      prometheus.Counter
+	mDropFailed    prometheus.Counter
+	mDropShutdown  prometheus.Counter
+	mDropOversized prometheus.Counter
+	mDropVec       *prometheus.CounterVec
+	mBufEvents     prometheus.Gauge
+	mBufBytes      prometheus.Gauge
 
 	// notify holds one wake-up for a consumer that found the queue empty.
 	notify chan struct{}
@@ -105,9 +106,10 @@ type Queue struct {
 
 // Stats is a consistent snapshot of a queue's accounting. For events,
 // Received == Published + DroppedBufferFull + DroppedPublishFailed +
-// DroppedShutdown + DroppedOther + Buffered holds exactly at every instant.
+// DroppedShutdown + DroppedOversized + DroppedOther + Buffered holds exactly
+// at every instant.
 type Stats struct {
-	// Received counts every Event call.
+	// Received counts every Event and EventOversized call.
 	Received uint64
 	// Published counts events the consumer released (stored downstream).
 	Published uint64
@@ -118,7 +120,10 @@ type Stats struct {
 	// after Close); DroppedOther any other reason.
 	DroppedPublishFailed uint64
 	DroppedShutdown      uint64
-	DroppedOther         uint64
+	// DroppedOversized counts events the reader skipped for crossing its
+	// byte or header cap (EventOversized).
+	DroppedOversized uint64
+	DroppedOther     uint64
 	// Buffered counts events accepted and not yet released or dropped,
 	// whether still queued or being published.
 	Buffered uint64
@@ -133,7 +138,7 @@ type Stats struct {
 
 // Dropped returns the events dropped for any reason.
 func (s Stats) Dropped() uint64 {
-	return s.DroppedBufferFull + s.DroppedPublishFailed + s.DroppedShutdown + s.DroppedOther
+	return s.DroppedBufferFull + s.DroppedPublishFailed + s.DroppedShutdown + s.DroppedOversized + s.DroppedOther
 }
 
 // New returns the queue of node.
@@ -167,6 +172,7 @@ func New(node string, opts ...Option) (*Queue, error) {
 		q.mDropFull = m.EventsDropped.WithLabelValues(node, metrics.ReasonBufferFull)
 		q.mDropFailed = m.EventsDropped.WithLabelValues(node, metrics.ReasonPublishFailed)
 		q.mDropShutdown = m.EventsDropped.WithLabelValues(node, metrics.ReasonShutdown)
+		q.mDropOversized = m.EventsDropped.WithLabelValues(node, metrics.ReasonOversized)
 		q.mDropVec = m.EventsDropped
 		q.mBufEvents = m.BufferEvents.WithLabelValues(node)
 		q.mBufBytes = m.BufferBytes
@@ -212,7 +218,7 @@ func (q *Queue) Event(id string, seq uint64, t time.Time, m *amiwire.Message) {
 	if q.events >= q.maxEvents || !q.budget.tryAcquire(size) {
 		q.st.DroppedBufferFull++
 		inc(q.mDropFull)
-		q.openGapLocked(id, seq, t)
+		q.openGapLocked(id, seq, t, metrics.ReasonBufferFull)
 		q.logDelta++
 		q.logDropsLocked(t)
 		return // unlocked by logDropsLocked
@@ -233,6 +239,28 @@ func (q *Queue) Event(id string, seq uint64, t time.Time, m *amiwire.Message) {
 		return
 	}
 	q.mu.Unlock()
+}
+
+// EventOversized records an event that the reader skipped for crossing its
+// byte or header cap: it counts as received and dropped (reason oversized),
+// and its sequence number goes into a gap marker, so the consumer sees the
+// hole. It implements session.OversizedHandler.
+func (q *Queue) EventOversized(id string, seq uint64, t time.Time, name string, size int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.st.Received++
+	inc(q.mReceived)
+	if id == q.sess {
+		q.lastSeq = seq
+	}
+	if q.closed {
+		q.st.DroppedShutdown++
+		inc(q.mDropShutdown)
+		return
+	}
+	q.st.DroppedOversized++
+	inc(q.mDropOversized)
+	q.openGapLocked(id, seq, t, metrics.ReasonOversized)
 }
 
 // SessionEnded records the end of a session, after the gap of its last
@@ -478,13 +506,13 @@ func (q *Queue) wakeLocked() {
 	}
 }
 
-func (q *Queue) openGapLocked(id string, seq uint64, t time.Time) {
-	if q.gapOpen && q.gap.Session != id {
+func (q *Queue) openGapLocked(id string, seq uint64, t time.Time, reason string) {
+	if q.gapOpen && (q.gap.Session != id || q.gap.Reason != reason) {
 		q.flushGapLocked()
 	}
 	if !q.gapOpen {
 		q.gapOpen = true
-		q.gap = Item{Kind: KindGap, Session: id, Time: t, Reason: metrics.ReasonBufferFull, FirstSeq: seq}
+		q.gap = Item{Kind: KindGap, Session: id, Time: t, Reason: reason, FirstSeq: seq}
 	}
 	q.gap.LastSeq = seq
 	q.gap.Count++

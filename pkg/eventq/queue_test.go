@@ -124,6 +124,7 @@ func TestOrderAndCopy(t *testing.T) {
 // op is one producer or consumer step of a gap scenario.
 type op struct {
 	ev      uint64 // push event with this seq in session sess
+	big     uint64 // EventOversized with this seq in session sess
 	sess    string
 	start   string // SessionStarted
 	end     string // SessionEnded
@@ -184,6 +185,18 @@ func TestGapPlacement(t *testing.T) {
 			want: []string{"ev a/1", "gap a 2-2/1 buffer_full", "gap b 1-2/2 buffer_full", "ev b/3"},
 		},
 		{
+			name: "an oversized event is a gap of its own",
+			max:  3,
+			ops:  cat(evs("a", 1), []op{{big: 2, sess: "a"}, {big: 3, sess: "a"}}, evs("a", 4)),
+			want: []string{"ev a/1", "gap a 2-3/2 oversized", "ev a/4"},
+		},
+		{
+			name: "oversized and buffer_full gaps stay apart",
+			max:  1,
+			ops:  cat(evs("a", 1, 2), []op{{big: 3, sess: "a"}, {release: true}}, evs("a", 4)),
+			want: []string{"ev a/1", "gap a 2-2/1 buffer_full", "gap a 3-3/1 oversized", "ev a/4"},
+		},
+		{
 			name: "filtered seqs inside a gap: count is what was dropped",
 			max:  1,
 			ops:  cat(evs("a", 1, 2, 4, 5), []op{{release: true}}, evs("a", 7)),
@@ -198,6 +211,8 @@ func TestGapPlacement(t *testing.T) {
 				switch {
 				case o.ev > 0:
 					q.Event(o.sess, o.ev, t0, event("Newstate"))
+				case o.big > 0:
+					q.EventOversized(o.sess, o.big, t0, "Newstate", 2<<20)
 				case o.start != "":
 					q.SessionStarted(o.start, "", t0)
 				case o.end != "":

@@ -12,6 +12,9 @@ const (
 	ReasonBufferFull    = "buffer_full"
 	ReasonPublishFailed = "publish_failed"
 	ReasonShutdown      = "shutdown"
+	// ReasonOversized: the AMI reader skipped the event for crossing
+	// session.max_message_bytes or max_headers.
+	ReasonOversized = "oversized"
 )
 
 // Metrics holds the collectors. Labels carry bounded values only: node names
