@@ -349,8 +349,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("command: shutdown: %d requests still in flight: %w", cap(s.sem)-i, ctx.Err())
 		}
 	}
-	if err := s.nc.FlushWithContext(ctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		return fmt.Errorf("command: shutdown: flush replies: %w", err)
+	if err := s.flushReplies(ctx); err != nil {
+		return err
 	}
 	if n := s.replyFailures.Load(); n > 0 {
 		s.o.logger.Warn("replies that NATS refused to send", zap.Int64("count", n))
@@ -359,9 +359,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// maxReplyFlush bounds the wait for the server to confirm the last replies:
+// a connected server answers a flush in milliseconds, and a shutdown must
+// stay well inside an orchestrator's grace period.
+const maxReplyFlush = 2 * time.Second
+
+// flushReplies waits, briefly, until the NATS server has the replies. While
+// disconnected there is nothing to wait for: replies held in nats.go's
+// reconnect buffer go with the connection, and their requesters have their
+// own deadlines.
+func (s *Server) flushReplies(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		s.o.logger.Warn("shutdown while disconnected from NATS: replies not yet sent are lost")
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, maxReplyFlush)
+	defer cancel()
+	if err := s.nc.FlushWithContext(fctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("command: shutdown: flush replies: %w", err)
+	}
+	return nil
+}
+
 // drainSubs drains every subscription and waits until nats.go has handed
-// over all the requests it had for them, or the connection is closed.
+// over all the requests it had for them, or the connection is closed. While
+// disconnected a drain cannot complete (the server must confirm it) and no
+// request can arrive, so it unsubscribes locally instead.
 func (s *Server) drainSubs(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		for _, sub := range s.subs {
+			_ = sub.Unsubscribe() // local bookkeeping; the server forgets it with the connection
+		}
+		return nil
+	}
 	connStatus := s.nc.StatusChanged(nats.CLOSED)
 	defer s.nc.RemoveStatusListener(connStatus)
 	for _, sub := range s.subs {

@@ -728,6 +728,38 @@ func TestServerShutdownDeadline(t *testing.T) {
 	}
 }
 
+// TestServerShutdownWhileNATSDown: a SIGTERM during a NATS outage must not
+// wait for a drain or flush that only a server could confirm: Shutdown
+// returns in well under a second instead of its whole budget.
+func TestServerShutdownWhileNATSDown(t *testing.T) {
+	ns := startNATS(t, 0)
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	down := make(chan struct{})
+	nc.SetDisconnectErrHandler(func(*nats.Conn, error) { close(down) })
+	s, err := New(nc, Nodes{"pbx1": echoSender()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ns.Shutdown()
+	<-down
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Shutdown took %v with NATS down", d)
+	}
+}
+
 func TestServerRun(t *testing.T) {
 	ns := startNATS(t, 0)
 	s, err := New(connect(t, ns), Nodes{"pbx1": echoSender()})

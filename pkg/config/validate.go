@@ -7,11 +7,17 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/amibus/amibus/pkg/amiwire"
 )
 
 // MaxNodes caps the node list: one process is sized for about a thousand
 // PBXs, and a list ten times longer is a generated file gone wrong.
 const MaxNodes = 10000
+
+// MaxPendingLimit caps actor.max_pending, the actions one node's session may
+// have waiting for an answer.
+const MaxPendingLimit = 100000
 
 // MaxNodeNameLen caps node names so that an ActionID
 // ("<instance>.<node>.<epoch>.<counter>") stays within AMI's 64 characters.
@@ -343,6 +349,14 @@ func (v *validator) session(c *Session) {
 	if c.BackoffInitial > 0 && c.BackoffMax < c.BackoffInitial {
 		v.add("session.backoff_max", "must be >= session.backoff_initial")
 	}
+	v.atMost("session.max_message_bytes", int64(c.MaxMessageBytes), amiwire.MaxBytesLimit)
+}
+
+// atMost refuses a cap larger than what the code below it can honour.
+func (v *validator) atMost(path string, n, limit int64) {
+	if n > limit {
+		v.add(path, "must be at most %d", limit)
+	}
 }
 
 func (v *validator) ingest(c *Ingest) {
@@ -405,7 +419,11 @@ func (v *validator) actor(c *Actor, s *Session) {
 		v.add("actor.max_timeout_ms", "must be >= actor.default_timeout_ms")
 	}
 	v.positive("actor.max_pending", int64(c.MaxPending))
+	// Each pending action holds a slot in the session and in the command
+	// server; a bound keeps their memory and the shutdown's wait finite.
+	v.atMost("actor.max_pending", int64(c.MaxPending), MaxPendingLimit)
 	v.positive("actor.max_answer_bytes", int64(c.MaxAnswerBytes))
+	v.atMost("actor.max_answer_bytes", int64(c.MaxAnswerBytes), amiwire.MaxBytesLimit)
 	if c.MaxAnswerBytes > 0 && c.MaxAnswerBytes < s.MaxMessageBytes {
 		// Command output and list answers are bigger than any one event.
 		v.add("actor.max_answer_bytes", "must be >= session.max_message_bytes")

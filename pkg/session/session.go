@@ -316,11 +316,13 @@ func (s *Session) serve(c *conn, failures int) time.Duration {
 	// the writer and reader start right after.
 	s.cur.Store(c)
 	s.upGauge.Set(1)
-	s.handler.SessionStarted(c.ids.session, c.version, upAt)
+	// Logged before the Handler hears of it, so that whoever waits on the
+	// Handler finds the line written.
 	s.log.Info("AMI session up",
 		zap.String("session", c.ids.session), zap.String("version", c.version),
 		zap.String("username", s.cfg.Username), zap.String("events", s.cfg.Events),
 		zap.Int("failed_attempts_before", failures))
+	s.handler.SessionStarted(c.ids.session, c.version, upAt)
 
 	c.wg.Add(3)
 	go c.readLoop()
