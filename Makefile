@@ -43,7 +43,7 @@ chart-check:
 ## bench: the benchmarks recorded in BENCHMARKS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) \
-		./pkg/amiwire/ ./pkg/eventq/ ./pkg/publish/ ./pkg/command/ ./pkg/actor/ ./pkg/ingest/
+		-timeout 60m ./pkg/amiwire/ ./pkg/eventq/ ./pkg/publish/ ./pkg/command/ ./pkg/actor/ ./pkg/ingest/ ./test/bench/
 
 ## image: static binaries on the host, then a FROM scratch image (nothing is pulled)
 image:

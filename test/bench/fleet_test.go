@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/amibus/amibus/pkg/publish"
+)
+
+// procHTTP lets an ami-ingest subprocess serve /metrics on a free port.
+const procHTTP = "http:\n  listen: 127.0.0.1:0\n"
+
+// BenchmarkIngestIdle200 measures what 200 connected, idle AMI sessions
+// cost: ami-ingest (a subprocess) with 200 simulated PBXs that send no
+// events, against an embedded nats-server in this process. Once every
+// session is up and has published its snapshot (and /metrics shows
+// ami_session_up summing to 200), the process's CPU time (utime+stime from
+// /proc) is read over AMIBUS_BENCH_IDLE (default 30s, 10s under -short).
+// Target: under 1% of one core. b.N is ignored (one window per run).
+func BenchmarkIngestIdle200(b *testing.B) {
+	const nodes = 200
+	measure := window(b, "AMIBUS_BENCH_IDLE", 30*time.Second, 10*time.Second)
+	raiseFileLimit(b, 4096)
+	emb := startNATS(b)
+	sims := startFleet(b, nodes)
+	obs := connect(b, emb.ClientURL(), "bench-observer")
+	snaps := watchSnapshots(b, obs, "ami")
+	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
+	snaps.wait(b, nodes)
+	if up := sumMetric(p.metrics(b), "ami_session_up"); up != nodes {
+		b.Fatalf("ami_session_up sums to %v, want %d", up, nodes)
+	}
+
+	b.ResetTimer()
+	c0, t0 := mustCPU(b, p.pid()), time.Now()
+	<-time.After(measure)
+	c1, t1 := mustCPU(b, p.pid()), time.Now()
+	b.StopTimer()
+	mem, err := readProcMem(p.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := p.metrics(b)
+	if up := sumMetric(text, "ami_session_up"); up != nodes {
+		b.Fatalf("after the window ami_session_up sums to %v, want %d", up, nodes)
+	}
+	if n := sumMetric(text, "ami_session_reconnects_total"); n != 0 {
+		b.Fatalf("%v reconnects during the window", n)
+	}
+	pct := 100 * (c1 - c0).Seconds() / t1.Sub(t0).Seconds()
+	b.ReportMetric(pct, "%-of-one-core")
+	b.ReportMetric(float64((c1 - c0).Milliseconds()), "cpu-ms")
+	b.ReportMetric(float64(mem.RSS)/mib, "RSS-MiB")
+	verdict := "PASS"
+	if pct >= 1 {
+		verdict = "MISS"
+	}
+	b.Logf("%s: %d idle sessions used %v of CPU in %v: %.3f%% of one core (target < 1%%); RSS %.1f MiB",
+		verdict, nodes, c1-c0, t1.Sub(t0).Round(time.Millisecond), pct, float64(mem.RSS)/mib)
+}
+
+// BenchmarkIngestScale1000 runs ami-ingest (a subprocess) with 1000
+// simulated PBXs sending 10 events/s each (10,000 events/s in all, node
+// starts spread over 100 ms) for AMIBUS_BENCH_SCALE (default 30s, 10s
+// under -short), into an embedded nats-server in this process. It reports
+// the process's peak RSS (target under 256 MiB) and CPU use, and fails if
+// an event was lost. b.N is ignored (one window per run).
+func BenchmarkIngestScale1000(b *testing.B) {
+	const nodes, rate = 1000, 10
+	measure := window(b, "AMIBUS_BENCH_SCALE", 30*time.Second, 10*time.Second)
+	// 1000 listeners and their 1000 accepted sockets here, 1000 AMI
+	// sockets in ami-ingest, which inherits the limit.
+	raiseFileLimit(b, 8192)
+	emb := startNATS(b)
+	sims := startFleet(b, nodes)
+	obs := connect(b, emb.ClientURL(), "bench-observer")
+	snaps := watchSnapshots(b, obs, "ami")
+	perNode := int(rate * measure.Seconds())
+	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
+	snaps.wait(b, nodes)
+	// Subscribed after every snapshot: the events of the logins
+	// (FullyBooted) were published before them and are not counted.
+	counted := countEvents(b, obs, "ami", nodes*perNode)
+	startMem, err := readProcMem(p.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	b.ResetTimer()
+	rss := sampleRSS(p.pid(), 500*time.Millisecond)
+	c0, t0 := mustCPU(b, p.pid()), time.Now()
+	var wg sync.WaitGroup
+	for i, s := range sims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Spread the nodes' 100 ms ticks instead of 1000 events at once.
+			<-time.After(time.Duration(i) * time.Second / rate / nodes)
+			s.EmitEvents(perNode, rate)
+		}()
+	}
+	wg.Wait()
+	c1, t1 := mustCPU(b, p.pid()), time.Now()
+	counted.wait(b)
+	b.StopTimer()
+	maxSampled, err := rss.finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mem, err := readProcMem(p.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := p.metrics(b)
+	received := sumMetric(text, "ami_events_received_total")
+	dropped := sumMetric(text, "ami_events_dropped_total")
+	if want := float64(nodes * perNode); received < want || dropped != 0 {
+		b.Fatalf("received %v events (want %v), dropped %v", received, want, dropped)
+	}
+	pct := 100 * (c1 - c0).Seconds() / t1.Sub(t0).Seconds()
+	b.ReportMetric(float64(mem.HWM)/mib, "peak-RSS-MiB")
+	b.ReportMetric(float64(maxSampled)/mib, "max-sampled-RSS-MiB")
+	b.ReportMetric(float64(startMem.RSS)/mib, "RSS-before-traffic-MiB")
+	b.ReportMetric(pct, "%-of-one-core")
+	b.ReportMetric(float64(nodes*perNode)/t1.Sub(t0).Seconds(), "events/s")
+	b.ReportMetric(sumMetric(text, "ami_events_published_total"), "published")
+	verdict := "PASS"
+	if mem.HWM >= 256*mib {
+		verdict = "MISS"
+	}
+	b.Logf("%s: %d nodes, %d events in %v; peak RSS %.1f MiB (target < 256 MiB), CPU %.1f%% of one core",
+		verdict, nodes, nodes*perNode, t1.Sub(t0).Round(time.Millisecond), float64(mem.HWM)/mib, pct)
+}
+
+func mustCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	d, err := cpuTime(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// eventCounter counts the AMI events published under a prefix (meta
+// messages not included) as a core NATS subscriber sees them.
+type eventCounter struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+	sub  *nats.Subscription
+}
+
+func countEvents(b *testing.B, nc *nats.Conn, prefix string, want int) *eventCounter {
+	b.Helper()
+	c := &eventCounter{want: int64(want), done: make(chan struct{})}
+	meta := "." + publish.MetaToken
+	sub, err := nc.Subscribe(prefix+".events.>", func(m *nats.Msg) {
+		if strings.HasSuffix(m.Subject, meta) {
+			return
+		}
+		if c.n.Add(1) == c.want {
+			close(c.done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Room for every event of the run: a slow moment of this subscriber
+	// must not drop what it counts.
+	if err := sub.SetPendingLimits(want+1000, -1); err != nil {
+		b.Fatal(err)
+	}
+	c.sub = sub
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func (c *eventCounter) wait(b *testing.B) {
+	b.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(waitLimit):
+		b.Fatalf("%d of %d events published", c.n.Load(), c.want)
+	}
+}
