@@ -25,6 +25,12 @@ import (
 	"github.com/amibus/amibus/pkg/sessionconf"
 )
 
+// DefaultActionTimeout bounds each action the ingest runs after a login
+// (Filter, snapshot lists). A list of thousands of channels takes Asterisk
+// well under a second; a PBX that has not answered in this time is not
+// going to, and the session goes on without that snapshot.
+const DefaultActionTimeout = 30 * time.Second
+
 // Service is the ami-ingest pipeline of one process.
 type Service struct {
 	cfg      *config.Config
@@ -38,6 +44,9 @@ type Service struct {
 	pool   *session.Pool
 	pub    *publish.Publisher
 	nodes  map[string]config.Node // configured nodes, fixed at start
+
+	// actionTimeout bounds each action run after login (Filter, snapshots).
+	actionTimeout time.Duration
 
 	streamReady atomic.Bool
 
@@ -67,9 +76,11 @@ func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger)
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, m: m, log: log, instance: instance,
 		budget: eventq.NewBudget(cfg.Ingest.BufferBytes),
-		pub:    pub,
-		nodes:  make(map[string]config.Node, len(cfg.Nodes)),
-		queues: make(map[string]*eventq.Queue, len(cfg.Nodes)),
+
+		actionTimeout: DefaultActionTimeout,
+		pub:           pub,
+		nodes:         make(map[string]config.Node, len(cfg.Nodes)),
+		queues:        make(map[string]*eventq.Queue, len(cfg.Nodes)),
 	}
 	opts := append(sessionconf.Common(cfg.Session),
 		session.WithInstance(instance),
@@ -110,51 +121,70 @@ func (s *Service) Ready() error {
 // reading from the PBXs, drains the buffers to JetStream within
 // ingest.drain_timeout, and returns. Only a failure to start is an error.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.pub.Start(context.WithoutCancel(ctx)); err != nil {
-		return err
-	}
+	// runCtx also ends when starting fails, so that ensureStream, which
+	// may be waiting for NATS, does not hold Run up.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.ensureStream(ctx)
+		if !s.ensureStream(runCtx) {
+			return
+		}
+		// Publishing starts only once the stream exists. Messages sent
+		// before would fail (no responders) and be resent, and if the
+		// stream appeared while some were in flight, a later one could be
+		// stored before an earlier one's resend. Until then the sessions
+		// fill the buffers. The publisher outlives ctx: shutdown drains it,
+		// after the sessions have stopped, under its own deadline.
+		if err := s.pub.Start(context.WithoutCancel(ctx)); err != nil {
+			s.log.Error("publisher not started", zap.Error(err))
+		}
 	}()
 
 	var runErr error
 	if s.cfg.Ingest.HA.Enabled {
-		runErr = s.runHA(ctx)
+		runErr = s.runHA(runCtx)
 	} else {
 		for _, n := range s.cfg.Nodes {
 			if err := s.startNode(n.Name); err != nil {
-				runErr = err
+				runErr = fmt.Errorf("node %s: %w", n.Name, err)
 				break
 			}
 		}
 		if runErr == nil {
-			<-ctx.Done()
+			<-runCtx.Done()
 		}
 	}
+	cancel()
 	wg.Wait()
 	s.shutdown()
 	return runErr
 }
 
-// ensureStream creates or updates the stream, retrying while NATS is
-// unreachable; events meanwhile wait in the buffers.
-func (s *Service) ensureStream(ctx context.Context) {
+// streamConfig is the stream the configuration asks for.
+func streamConfig(cfg *config.Config) publish.StreamConfig {
 	storage := jetstream.FileStorage
-	if s.cfg.Stream.Storage == "memory" {
+	if cfg.Stream.Storage == "memory" {
 		storage = jetstream.MemoryStorage
 	}
-	sc := publish.StreamConfig{
-		Name:            s.cfg.Stream.Name,
-		Prefix:          s.cfg.NATS.SubjectPrefix,
-		MaxAge:          s.cfg.Stream.MaxAge,
-		MaxBytes:        s.cfg.Stream.MaxBytes,
+	return publish.StreamConfig{
+		Name:            cfg.Stream.Name,
+		Prefix:          cfg.NATS.SubjectPrefix,
+		MaxAge:          cfg.Stream.MaxAge,
+		MaxBytes:        cfg.Stream.MaxBytes,
 		Storage:         storage,
-		Replicas:        s.cfg.Stream.Replicas,
-		DuplicateWindow: s.cfg.Stream.DuplicateWindow,
+		Replicas:        cfg.Stream.Replicas,
+		DuplicateWindow: cfg.Stream.DuplicateWindow,
 	}
+}
+
+// ensureStream creates or updates the stream, retrying while NATS is
+// unreachable; events meanwhile wait in the buffers. It reports false if ctx
+// ended first.
+func (s *Service) ensureStream(ctx context.Context) bool {
+	sc := streamConfig(s.cfg)
 	wait := 100 * time.Millisecond
 	logged := false
 	for {
@@ -164,7 +194,7 @@ func (s *Service) ensureStream(ctx context.Context) {
 		if err == nil {
 			s.streamReady.Store(true)
 			s.log.Info("stream ready", zap.String("stream", sc.Name))
-			return
+			return true
 		}
 		if !logged {
 			// One line, not one per retry: a long NATS outage must not
@@ -176,7 +206,7 @@ func (s *Service) ensureStream(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -227,14 +257,14 @@ func (s *Service) startNode(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.pub.Add(name, q); err != nil {
-		return err
-	}
-	f := newFilter(n.Include, n.Exclude)
 	nodeOpts, err := sessionconf.Node(s.cfg, n, sessionconf.Ingest)
 	if err != nil {
 		return err
 	}
+	if err := s.pub.Add(name, q); err != nil {
+		return err
+	}
+	f := newFilter(n.Include, n.Exclude)
 	nodeOpts = append(nodeOpts,
 		session.WithHandler(q),
 		session.WithAccept(f.accept),
@@ -269,7 +299,7 @@ func (s *Service) stopNode(ctx context.Context, name string) {
 // takes the snapshots that event sourcing needs after a (re)connect.
 func (s *Service) onUp(ctx context.Context, sess *session.Session, id string, q *eventq.Queue, n config.Node) {
 	for _, a := range pbxFilters(n.Include, n.Exclude) {
-		res, err := sess.Send(ctx, a)
+		res, err := s.send(ctx, sess, a)
 		if err != nil || !isSuccess(res) {
 			// The ingest filter still applies; only bandwidth is lost.
 			s.log.Info("PBX-side event filter not applied; filtering in the ingest",
@@ -278,7 +308,7 @@ func (s *Service) onUp(ctx context.Context, sess *session.Session, id string, q 
 		}
 	}
 	for _, action := range s.cfg.Ingest.SnapshotActions {
-		res, err := sess.Send(ctx, session.Action{Name: action})
+		res, err := s.send(ctx, sess, session.Action{Name: action})
 		if err != nil || !isSuccess(res) {
 			if ctx.Err() == nil {
 				s.log.Warn("snapshot failed", zap.String("node", n.Name), zap.String("action", action),
@@ -288,6 +318,14 @@ func (s *Service) onUp(ctx context.Context, sess *session.Session, id string, q 
 		}
 		q.PushSnapshot(id, action, listItems(res), time.Now())
 	}
+}
+
+// send runs one set-up action under actionTimeout: a PBX that never
+// answers one must not keep the session's later snapshots waiting forever.
+func (s *Service) send(ctx context.Context, sess *session.Session, a session.Action) (*session.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.actionTimeout)
+	defer cancel()
+	return sess.Send(ctx, a)
 }
 
 func isSuccess(res *session.Result) bool {

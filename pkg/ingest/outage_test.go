@@ -1,0 +1,188 @@
+package ingest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/amibus/amibus/pkg/amisim"
+	"github.com/amibus/amibus/pkg/metrics"
+)
+
+// checkStoredEvents asserts that every event record of node's session is the
+// event the PBX sent with that number (sent[seq-1]), byte for byte.
+func checkStoredEvents(t *testing.T, recs []record, node, session string, sent []amisim.SentEvent) {
+	t.Helper()
+	for _, r := range recs {
+		if r.Node != node || r.Session != session || r.meta() {
+			continue
+		}
+		if r.Seq < 1 || r.Seq > uint64(len(sent)) {
+			t.Fatalf("%s: seq %d, the PBX sent %d events", node, r.Seq, len(sent))
+		}
+		want := expectedFields(sent[r.Seq-1].Headers)
+		if !fieldsEqual(r.Fields, want) || r.MsgID != fmt.Sprintf("%s-%d", session, r.Seq) {
+			t.Fatalf("%s seq %d (%s): not what the PBX sent\n got: %v\nwant: %v", node, r.Seq, r.MsgID, r.Fields, want)
+		}
+	}
+}
+
+// TestNATSOutage: NATS goes away in the middle of a flood and comes back on
+// the same port and storage. The AMI side keeps reading (one session
+// throughout), the small buffer overflows, and when NATS is back the buffer
+// drains in order: every number of every node is either stored once, in
+// order, or inside exactly one buffer_full gap marker, and received =
+// published + dropped holds exactly per node in the metrics and in the
+// stream.
+func TestNATSOutage(t *testing.T) {
+	leakCheck(t)
+	ns := startNATS(t)
+	sims := startFleet(t, 2, amisim.Config{})
+	const bufferEvents = 300
+	cfg := parseConfig(t, "nats: {url: "+ns.url()+"}\n"+testSession+nodesYAML(sims, nil)+
+		fmt.Sprintf("ingest: {buffer_events: %d}\n", bufferEvents))
+	nc := connect(t, ns.url())
+	preCreateStream(t, nc, cfg)
+	run := startService(t, cfg, nc, nil)
+	{
+		rd := newStreamReader(t, connect(t, ns.url()), "AMI_EVENTS")
+		for _, s := range sims {
+			upAndSnapshot(rd, s.Node(), 1)
+		}
+	}
+
+	// The rate is one the race-enabled pipeline sustains with NATS up, so
+	// that the drops come from the outage and the tail of the flood, read
+	// after NATS is back, is stored (a gap marker is written when the
+	// next event is accepted).
+	const total, rate, beforeOutage, duringOutage = 4000, 600, 1000, 1200
+	base := make([]int, len(sims))
+	for i, s := range sims {
+		base[i] = s.SentEventCount()
+	}
+	var wg sync.WaitGroup
+	for _, s := range sims {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.EmitEvents(total, rate)
+		}()
+	}
+	for i, s := range sims {
+		waitSim(t, s, "the flood under way", func() bool { return s.SentEventCount() >= base[i]+beforeOutage })
+	}
+	ns.stop()
+	// The PBXs go on writing, and the ingest must go on reading: a PBX
+	// drops a manager client that stops reading.
+	for i, s := range sims {
+		waitSim(t, s, "events written during the outage", func() bool {
+			return s.SentEventCount() >= base[i]+beforeOutage+duringOutage
+		})
+	}
+	ns.start()
+	wg.Wait()
+
+	sent := make([][]amisim.SentEvent, len(sims))
+	for i, s := range sims {
+		waitSim(t, s, "every event written", func() bool { return s.SentEventCount() == base[i]+total })
+		if s.Logins() != 1 {
+			t.Fatalf("%s: %d logins: the AMI session did not survive the NATS outage", s.Node(), s.Logins())
+		}
+		sent[i] = sentTo(s, loginConns(s)[0])
+	}
+	reader := newStreamReader(t, connect(t, ns.url()), "AMI_EVENTS")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stream as read:\n%s", summarize(reader.recs))
+			for _, s := range sims {
+				n := s.Node()
+				t.Logf("%s: received %d published %d dropped %d, buffered %v", n, received(run.m, n), published(run.m, n),
+					dropped(run.m, n, metrics.ReasonBufferFull), testutil.ToFloat64(run.m.BufferEvents.WithLabelValues(n)))
+			}
+		}
+	})
+	recs := reader.until("every node's last event after the outage", func(recs []record) bool {
+		for i, s := range sims {
+			if !reached(recs, s.Node(), 1, uint64(len(sent[i]))) {
+				return false
+			}
+		}
+		return true
+	})
+
+	if err := run.stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs = reader.all()
+	for i, s := range sims {
+		node := s.Node()
+		sessions, events, gapped := checkHistory(t, recs, node)
+		if len(sessions) != 1 {
+			t.Fatalf("%s: sessions %v", node, sessions)
+		}
+		id := sessions[0]
+		n := uint64(len(sent[i]))
+		checkStoredEvents(t, recs, node, id, sent[i])
+		var gaps int
+		for _, r := range nodeRecords(recs, node) {
+			if r.Type == "gap" {
+				gaps++
+				if r.Reason != metrics.ReasonBufferFull {
+					t.Fatalf("%s: %v: reason %q, want buffer_full", node, r, r.Reason)
+				}
+			}
+		}
+		// The outage outlasted the buffer many times over.
+		if gaps == 0 || gapped[id] < duringOutage-bufferEvents {
+			t.Fatalf("%s: %d gap markers covering %d events; %d events came while NATS was down with room for %d",
+				node, gaps, gapped[id], duringOutage, bufferEvents)
+		}
+		if events[id]+gapped[id] != n {
+			t.Fatalf("%s: %d stored + %d in gaps != %d sent", node, events[id], gapped[id], n)
+		}
+		// The stream ends the session after everything it read.
+		if end := nodeRecords(recs, node); end[len(end)-1].Type != "session_end" || end[len(end)-1].LastSeq != n {
+			t.Fatalf("%s: history ends with %v", node, end[len(end)-1])
+		}
+
+		rcv, pub := received(run.m, node), published(run.m, node)
+		full := dropped(run.m, node, metrics.ReasonBufferFull)
+		failed := dropped(run.m, node, metrics.ReasonPublishFailed)
+		shut := dropped(run.m, node, metrics.ReasonShutdown)
+		if rcv != n || pub != events[id] || full != gapped[id] || failed != 0 || shut != 0 || rcv != pub+full {
+			t.Fatalf("%s: metrics received %d published %d dropped buffer_full %d publish_failed %d shutdown %d; "+
+				"stream: %d sent, %d stored, %d in gaps", node, rcv, pub, full, failed, shut, n, events[id], gapped[id])
+		}
+		// Publishes failed during the outage and were sent again with
+		// their ids; the history above holds each number once.
+		if r := testutil.ToFloat64(run.m.PublishRetries.WithLabelValues(node)); r == 0 {
+			t.Fatalf("%s: no publish was retried across the outage", node)
+		}
+		if b := testutil.ToFloat64(run.m.BufferEvents.WithLabelValues(node)); b != 0 {
+			t.Fatalf("%s: buffer gauge %v after the drain", node, b)
+		}
+	}
+}
+
+// summarize shows a history as runs of consecutive events, for failures.
+func summarize(recs []record) string {
+	var b []byte
+	var prev record
+	runStart := -1
+	for i, r := range recs {
+		cont := i > 0 && !r.meta() && !prev.meta() && r.Node == prev.Node && r.Seq == prev.Seq+1
+		if !cont {
+			if runStart >= 0 && i-1 > runStart {
+				b = fmt.Appendf(b, " .. %v\n", recs[i-1])
+			} else if runStart >= 0 {
+				b = append(b, '\n')
+			}
+			b = fmt.Appendf(b, "%s %v", r.Node, r)
+			runStart = i
+		}
+		prev = r
+	}
+	return string(b)
+}
