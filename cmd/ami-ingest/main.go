@@ -21,6 +21,7 @@ import (
 	"github.com/amibus/amibus/pkg/httpserver"
 	"github.com/amibus/amibus/pkg/ingest"
 	"github.com/amibus/amibus/pkg/natsconn"
+	"github.com/amibus/amibus/pkg/session"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -77,11 +78,7 @@ func serve(env *daemon.Env, dataDir string) error {
 	if err != nil {
 		return err
 	}
-	listen := cfg.HTTP.Listen
-	if listen == "" {
-		listen = config.DefaultIngestHTTPListen
-	}
-	hs := httpserver.New(listen, env.Metrics.Registry, svc.Ready, log)
+	hs := httpserver.New(cfg.HTTP.ListenOr(config.DefaultIngestHTTPListen), env.Metrics.Registry, svc.Ready, log)
 	if err := hs.Start(); err != nil {
 		return err
 	}
@@ -105,9 +102,12 @@ func serve(env *daemon.Env, dataDir string) error {
 	return runErr
 }
 
+// name is the NATS connection name: nats.name, else the binary and the
+// process instance (the owner recorded in session_start), so that an
+// operator can tell replicas apart in the server's connection list.
 func name(cfg *config.Config, binary string) string {
 	if cfg.NATS.Name != "" {
 		return cfg.NATS.Name
 	}
-	return binary
+	return binary + "-" + session.ProcessInstance()
 }

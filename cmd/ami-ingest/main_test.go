@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -433,6 +434,27 @@ nodes:
 	msgs.until(t, "both good nodes publishing", func(m []*nats.Msg) bool {
 		return hasMeta(m, "env", "snapshot") && hasMeta(m, "md5", "snapshot")
 	})
+	// The connection is named for the binary and the instance that the
+	// markers record as owner.
+	var start struct{ Owner string }
+	for _, m := range msgs.all() {
+		if m.Subject == "ami.events.env._meta" && bytes.Contains(m.Data, []byte(`"session_start"`)) {
+			if err := json.Unmarshal(m.Data, &start); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	connz, err := ns.Connz(&server.ConnzOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range connz.Conns {
+		names = append(names, c.Name)
+	}
+	if start.Owner == "" || !slices.Contains(names, "ami-ingest-"+start.Owner) {
+		t.Fatalf("connection names %q, owner %q: want ami-ingest-<owner>", names, start.Owner)
+	}
 	p.waitLine("PBX refused the login")
 	p.signal(syscall.SIGTERM)
 	if code, _ := p.wait(waitLimit); code != 0 {
@@ -442,7 +464,19 @@ nodes:
 	if !strings.Contains(stderr, `"level":"debug"`) && !strings.Contains(stderr, `"level":"info"`) {
 		t.Fatalf("no log lines at all:\n%s", stderr)
 	}
-	for _, s := range []string{wrong, amiRight, natsTok} {
+	// Every credential that crossed the wire: plain secrets and MD5 keys.
+	secrets := []string{wrong, amiRight, natsTok}
+	for _, a := range sim.Received() {
+		for _, h := range a.Headers {
+			if h[0] == "Secret" || h[0] == "Key" {
+				secrets = append(secrets, h[1])
+			}
+		}
+	}
+	if len(secrets) < 6 {
+		t.Fatalf("credentials seen by the PBX: %q; want plain and MD5 logins", secrets[3:])
+	}
+	for _, s := range secrets {
 		if strings.Contains(stderr, s) {
 			t.Fatalf("stderr holds the secret %q:\n%s", s, stderr)
 		}

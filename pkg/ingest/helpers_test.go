@@ -402,6 +402,7 @@ func (r *streamReader) consumer(ctx context.Context) error {
 	if r.cons != nil {
 		return nil
 	}
+	announced, wait := false, 5*time.Millisecond
 	for {
 		c, err := r.js.OrderedConsumer(ctx, r.name, jetstream.OrderedConsumerConfig{FilterSubjects: r.filters})
 		if err == nil {
@@ -419,9 +420,23 @@ func (r *streamReader) consumer(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return err
 		}
-		if _, err := r.created.NextMsgWithContext(ctx); err != nil {
-			return fmt.Errorf("stream %s not created: %w", r.name, err)
+		if !announced {
+			if _, err := r.created.NextMsgWithContext(ctx); err != nil {
+				return fmt.Errorf("stream %s not created: %w", r.name, err)
+			}
+			announced = true
+			continue
 		}
+		// The server announces a new stream a moment before its API
+		// finds it: retry shortly, now that it is known to be coming.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("stream %s announced but not found: %w", r.name, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
