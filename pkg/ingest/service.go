@@ -75,12 +75,11 @@ func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger)
 	}
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, m: m, log: log, instance: instance,
-		budget: eventq.NewBudget(cfg.Ingest.BufferBytes),
-
-		actionTimeout: DefaultActionTimeout,
+		budget:        eventq.NewBudget(cfg.Ingest.BufferBytes),
 		pub:           pub,
 		nodes:         make(map[string]config.Node, len(cfg.Nodes)),
 		queues:        make(map[string]*eventq.Queue, len(cfg.Nodes)),
+		actionTimeout: DefaultActionTimeout,
 	}
 	opts := append(sessionconf.Common(cfg.Session),
 		session.WithInstance(instance),
