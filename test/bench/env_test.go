@@ -76,7 +76,21 @@ func connect(b *testing.B, url, name string, extra ...nats.Option) *nats.Conn {
 // benchmark sends millions of events).
 func startFleet(b *testing.B, n int) []*amisim.Server {
 	b.Helper()
-	f, err := amisim.StartFleet(n, amisim.Config{RecordLimit: -1})
+	return startFleetConfig(b, n, amisim.Config{})
+}
+
+// floodWriteTimeout replaces Asterisk's 100 ms writetimeout where a
+// benchmark floods the ingest as fast as it reads: on this shared 2-core
+// machine the reader is sometimes not scheduled for 100 ms, and the drop
+// (and reconnect) would measure the machine's load, not the ingest. An
+// Asterisk admin can raise writetimeout in manager.conf the same way.
+const floodWriteTimeout = 10 * time.Second
+
+// startFleetConfig is startFleet with cfg as the base configuration.
+func startFleetConfig(b *testing.B, n int, cfg amisim.Config) []*amisim.Server {
+	b.Helper()
+	cfg.RecordLimit = -1
+	f, err := amisim.StartFleet(n, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -133,6 +147,32 @@ func startIngest(b *testing.B, yaml string, extra ...nats.Option) *ingestRig {
 	return r
 }
 
+// diag describes the in-process ingest's state for a failure message.
+func (r *ingestRig) diag() string {
+	var b strings.Builder
+	mfs, err := r.m.Registry.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "ami_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if v == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "%s", mf.GetName())
+			for _, l := range m.GetLabel() {
+				fmt.Fprintf(&b, " %s=%s", l.GetName(), l.GetValue())
+			}
+			fmt.Fprintf(&b, " %v\n", v)
+		}
+	}
+	return b.String()
+}
+
 // snapshotWaiter counts the snapshot markers published on a NATS
 // connection: one per node after its login, the signal that the node's
 // session is up and its events are being stored.
@@ -152,17 +192,26 @@ func watchSnapshots(b *testing.B, nc *nats.Conn, prefix string) *snapshotWaiter 
 	// One marker per node, plus session_start: far below the default
 	// pending limits of a subscription.
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	// The server has the subscription before anything is published.
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
 	return &snapshotWaiter{sub: sub, seen: map[string]bool{}}
 }
 
-// wait returns when n distinct nodes have published a snapshot.
-func (w *snapshotWaiter) wait(b *testing.B, n int) {
+// wait returns when n distinct nodes have published a snapshot; diag, if
+// set, describes the state of things when they do not.
+func (w *snapshotWaiter) wait(b *testing.B, n int, diag ...func() string) {
 	b.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for len(w.seen) < n {
 		m, err := w.sub.NextMsg(time.Until(deadline))
 		if err != nil {
-			b.Fatalf("%d of %d nodes published their snapshot: %v", len(w.seen), n, err)
+			var d []string
+			for _, f := range diag {
+				d = append(d, f())
+			}
+			b.Fatalf("%d of %d nodes published their snapshot: %v\n%s", len(w.seen), n, err, strings.Join(d, "\n"))
 		}
 		if bytes.Contains(m.Data, []byte(`"type":"snapshot"`)) {
 			w.seen[m.Subject] = true

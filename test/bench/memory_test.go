@@ -19,10 +19,12 @@ const floodBufferBytes = 64 * mib
 // server is down, for AMIBUS_BENCH_FLOOD (default 60s, 10s under -short),
 // and reports the process's peak RSS (VmHWM) against buffer_bytes + 64
 // MiB. buffer_events is set high (1,000,000) so that the byte budget is the
-// cap that binds. b.N is ignored (one flood per run).
+// cap that binds, and the simulator's writetimeout is raised
+// (floodWriteTimeout) so that the flood never pauses for a reconnect. b.N
+// is ignored (one flood per run).
 func BenchmarkIngestMemoryNATSDown(b *testing.B) {
 	flood := window(b, "AMIBUS_BENCH_FLOOD", 60*time.Second, 10*time.Second)
-	sim := startFleet(b, 1)[0]
+	sim := startFleetConfig(b, 1, amisim.Config{WriteTimeout: floodWriteTimeout})[0]
 	p := startIngestProc(b, configYAML(downNATS(b), []*amisim.Server{sim}, `http:
   listen: 127.0.0.1:0
 ingest:
