@@ -1,0 +1,130 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIngestPartitioned is scenario 3: one ingest replica is cut off the
+// NATS network but still reaches the PBXs. It closes its AMI sessions
+// before its leases can expire, the others take its nodes over, and once
+// the network is back it rejoins and takes its share again, with nothing
+// stored twice and no history interleaved.
+func TestIngestPartitioned(t *testing.T) {
+	c := StartCluster(t, Spec{TTL: 3 * time.Second})
+	ctx := context.Background()
+	c.WaitEvents(ctx, 100)
+
+	victim := c.Ingest[0]
+	survivors := c.Ingest[1:]
+	before := c.OpenSessions()
+	owners := c.Owners()
+	var orphans []string
+	for _, n := range c.Nodes {
+		if owners[n] == victim.Instance() {
+			orphans = append(orphans, n)
+		}
+	}
+	sort.Strings(orphans)
+	if len(orphans) != 4 {
+		t.Fatalf("%s owns %v, want 4 nodes", victim.Name, orphans)
+	}
+
+	cut := time.Now()
+	if err := victim.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := c.Spec.TTL + 5*time.Second
+	wctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	taken := map[string]time.Duration{}
+	err := c.Tail.Wait(wctx, func(v View) bool {
+		for _, n := range orphans {
+			if _, done := taken[n]; done {
+				continue
+			}
+			if r, ok := v.Open(n); ok && r.Session != before[n] {
+				taken[n] = r.Received.Sub(cut)
+			}
+		}
+		return len(taken) == len(orphans)
+	})
+	if err != nil {
+		t.Fatalf("nodes of %s not taken over within TTL + 5 s (%v): taken %v of %v", victim.Name, deadline, taken, orphans)
+	}
+	t.Logf("take-over after the cut: %v", taken)
+
+	// The victim closed its AMI sessions before its leases could expire:
+	// amisim never had two ingest sessions of a node at once.
+	var seen []string
+	nodes, err := c.Ctl.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.MaxActive[ingestUser] > 1 {
+			seen = append(seen, fmt.Sprintf("%s had %d ingest sessions at once", n.Node, n.MaxActive[ingestUser]))
+		}
+	}
+	if len(seen) > 0 {
+		knownBug(t, bugBlockedNATS, strings.Join(seen, "; "))
+	}
+	c.WaitSettled(ctx, survivors...)
+
+	// It gave every node up as at risk, and each Release returned by its
+	// deadline.
+	m, err := victim.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Sum("ami_ownership_nodes_owned"); got != 0 {
+		seen = append(seen, fmt.Sprintf("%s still owns %v nodes (Release not returned) %v after the cut", victim.Name, got,
+			time.Since(cut).Round(time.Millisecond)))
+	}
+	if got := m.Sum("ami_ownership_release_late_total"); got != 0 {
+		seen = append(seen, fmt.Sprintf("%s: %v releases returned after the lease could have expired", victim.Name, got))
+	}
+	if len(seen) > 0 {
+		knownBug(t, bugBlockedNATS, strings.Join(seen, "; "))
+	}
+	if got := m.Sum("ami_ownership_released_total", "reason", "at_risk"); got != float64(len(orphans)) {
+		t.Errorf("%s released %v nodes at risk, want %d", victim.Name, got, len(orphans))
+	}
+
+	healed := time.Now()
+	if err := victim.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitSettled(ctx, c.Ingest...)
+	t.Logf("rejoined and rebalanced %v after the network came back", time.Since(healed).Round(time.Millisecond))
+	byOwner := map[string]int{}
+	for _, o := range c.Owners() {
+		byOwner[o]++
+	}
+	if byOwner[victim.Instance()] != 4 {
+		t.Errorf("%s owns %d nodes after it came back, want 4: %v", victim.Name, byOwner[victim.Instance()], byOwner)
+	}
+	c.WaitEvents(ctx, 50)
+
+	c.Quiesce(ctx)
+	var interleaved []string
+	for _, v := range CheckStream(subjectPrefix, c.Nodes, c.Tail.Records()).Violations() {
+		if strings.Contains(v, "interleaved") {
+			interleaved = append(interleaved, v)
+		}
+	}
+	if len(interleaved) > 0 {
+		knownBug(t, bugStalePublish, fmt.Sprintf("%d messages, the first: %s", len(interleaved), interleaved[0]))
+	}
+	h := c.Verify(ctx)
+	for _, n := range orphans {
+		s := h.Nodes[n].Session(before[n])
+		if s == nil || s.Owner != victim.Instance() {
+			t.Errorf("%s: the victim's session %s is missing: %s", n, before[n], describe(h.Nodes[n]))
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Tail reads a stream from its first message, in order, for as long as it
+// runs, and keeps every record. Tests wait on it for a condition over what
+// was stored; nothing polls: every batch of messages wakes the waiters.
+type Tail struct {
+	prefix string
+	cc     jetstream.ConsumeContext
+
+	mu     sync.Mutex
+	recs   []Record
+	byNode map[string][]int // indexes into recs
+	// open is each node's session that started and has not ended, by
+	// its session_start; covered is, per session, the highest seq stored
+	// or marked missing by a gap.
+	open    map[string]Record
+	covered map[string]uint64
+	errs    []error // undecodable messages (at most maxTailErrors)
+	changed chan struct{}
+}
+
+// maxTailErrors caps the decode errors kept; one is enough to fail a test.
+const maxTailErrors = 100
+
+// StartTail starts an ordered consumer on stream from its first message.
+// An ordered consumer re-creates itself after a NATS server failure and
+// resumes after the last message it delivered, so the tail neither skips
+// nor repeats a message.
+func StartTail(ctx context.Context, js jetstream.JetStream, stream, prefix string) (*Tail, error) {
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s: %w", stream, err)
+	}
+	t := &Tail{prefix: prefix, byNode: map[string][]int{}, open: map[string]Record{}, covered: map[string]uint64{},
+		changed: make(chan struct{})}
+	cc, err := cons.Consume(t.handle)
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", stream, err)
+	}
+	t.cc = cc
+	return t, nil
+}
+
+// Stop stops the consumer and waits until no handler runs.
+func (t *Tail) Stop() {
+	t.cc.Stop()
+	<-t.cc.Closed()
+}
+
+func (t *Tail) handle(m jetstream.Msg) {
+	now := time.Now()
+	md, err := m.Metadata()
+	var rec Record
+	if err == nil {
+		rec, err = parseRecord(md.Sequence.Stream, m.Subject(), m.Headers().Get(nats.MsgIdHdr), m.Data(), now)
+	}
+	t.mu.Lock()
+	if err != nil {
+		if len(t.errs) < maxTailErrors {
+			t.errs = append(t.errs, err)
+		}
+	} else {
+		t.recs = append(t.recs, rec)
+		n := subjectNode(t.prefix, rec.Subject)
+		t.byNode[n] = append(t.byNode[n], len(t.recs)-1)
+		switch {
+		case !rec.IsMeta():
+			t.covered[rec.Session] = max(t.covered[rec.Session], rec.Seq)
+		case rec.Type == metaGap:
+			t.covered[rec.Session] = max(t.covered[rec.Session], rec.LastSeq)
+		case rec.Type == metaStart:
+			t.open[n] = rec
+		case rec.Type == metaEnd:
+			if o, ok := t.open[n]; ok && o.Session == rec.Session {
+				delete(t.open, n)
+			}
+		}
+	}
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// View is a consistent read of what the tail holds; only valid inside the
+// function given to Wait or Read.
+type View struct{ t *Tail }
+
+// Len is the number of records read.
+func (v View) Len() int { return len(v.t.recs) }
+
+// Node returns the records of node, in stream order (shared: read only).
+func (v View) Node(node string) []Record {
+	idx := v.t.byNode[node]
+	out := make([]Record, len(idx))
+	for i, j := range idx {
+		out[i] = v.t.recs[j]
+	}
+	return out
+}
+
+// NodeCount is the number of records of node.
+func (v View) NodeCount(node string) int { return len(v.t.byNode[node]) }
+
+// Last is the last record of node, if any.
+func (v View) Last(node string) (Record, bool) {
+	idx := v.t.byNode[node]
+	if len(idx) == 0 {
+		return Record{}, false
+	}
+	return v.t.recs[idx[len(idx)-1]], true
+}
+
+// Open returns the session_start of node's open session: the last session
+// that started and has not ended.
+func (v View) Open(node string) (Record, bool) {
+	r, ok := v.t.open[node]
+	return r, ok
+}
+
+// Covered is the highest seq of session stored or marked missing.
+func (v View) Covered(session string) uint64 { return v.t.covered[session] }
+
+// All returns a copy of every record.
+func (v View) All() []Record { return append([]Record(nil), v.t.recs...) }
+
+// Errors returns the decode errors.
+func (v View) Errors() []error { return append([]error(nil), v.t.errs...) }
+
+// Read runs f on the current records.
+func (t *Tail) Read(f func(View)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f(View{t})
+}
+
+// Records returns a copy of every record read so far.
+func (t *Tail) Records() []Record {
+	var out []Record
+	t.Read(func(v View) { out = v.All() })
+	return out
+}
+
+// ErrWaitTimeout is returned by Wait when the condition never held.
+var ErrWaitTimeout = errors.New("condition not met in time")
+
+// Wait returns nil once cond holds, checking it now and after every new
+// message, or ErrWaitTimeout (joined with ctx's error) when ctx ends.
+// cond runs with the tail locked, so it must be quick.
+func (t *Tail) Wait(ctx context.Context, cond func(View) bool) error {
+	for {
+		t.mu.Lock()
+		ok := cond(View{t})
+		ch := t.changed
+		t.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return errors.Join(ErrWaitTimeout, ctx.Err())
+		}
+	}
+}
