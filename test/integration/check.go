@@ -77,8 +77,8 @@ func (c *Cluster) WaitSettled(ctx context.Context, live ...*Box) {
 		var byOwner map[string]int
 		var unowned []string
 		c.Tail.Read(func(v View) { byOwner, unowned = c.OwnerCounts(v) })
-		c.t.Fatalf("nodes not settled on %v: open sessions per owner %v, without an open session %v: %v\n%s",
-			keys(inst), byOwner, unowned, err, c.ownershipReport(context.Background(), unowned))
+		c.failUnowned(fmt.Sprintf("nodes not settled on %v within %v: open sessions per owner %v: %v",
+			keys(inst), settleTimeout, byOwner, err), unowned, live)
 	}
 	err := pollUntil(ctx, "one ingest session per node in amisim", func() error {
 		nodes, err := c.Ctl.Nodes(ctx)
@@ -485,4 +485,26 @@ func (c *Cluster) wroteLeaseEarly(node, owner string, from, to time.Time) bool {
 		}
 	}
 	return false
+}
+
+// failUnowned ends the test when nodes stayed without an open session. If a
+// live replica holds less than its fair share meanwhile, nothing kept it
+// from taking them: that is bugFreeNodeNotTaken.
+func (c *Cluster) failUnowned(what string, unowned []string, live []*Box) {
+	c.t.Helper()
+	ctx := context.Background()
+	report := c.ownershipReport(ctx, unowned)
+	share := (len(c.Nodes) + len(live) - 1) / len(live)
+	var under []string
+	for _, b := range live {
+		if m, err := b.Metrics(ctx); err == nil {
+			if owned := m.Sum("ami_ownership_nodes_owned"); len(unowned) > 0 && owned < float64(share) {
+				under = append(under, fmt.Sprintf("%s owns %v of its share %d", b.Name, owned, share))
+			}
+		}
+	}
+	if len(under) > 0 {
+		knownBug(c.t, bugFreeNodeNotTaken, fmt.Sprintf("%s; without an owner: %v; %v\n%s", what, unowned, under, report))
+	}
+	c.t.Fatalf("%s; without an owner: %v\n%s", what, unowned, report)
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -51,7 +52,14 @@ func TestIngestKilled(t *testing.T) {
 		return len(taken) == len(orphans)
 	})
 	if err != nil {
-		t.Fatalf("nodes of %s not taken over within TTL + 5 s (%v): taken %v of %v", victim.Name, deadline, taken, orphans)
+		var left []string
+		for _, n := range orphans {
+			if _, ok := taken[n]; !ok {
+				left = append(left, n)
+			}
+		}
+		c.failUnowned(fmt.Sprintf("nodes of %s not taken over within TTL + 5 s (%v): taken %v", victim.Name, deadline, taken),
+			left, []*Box{c.Ingest[0], c.Ingest[2]})
 	}
 	t.Logf("take-over after the kill: %v", taken)
 	survivors := []*Box{c.Ingest[0], c.Ingest[2]}

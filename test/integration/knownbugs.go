@@ -34,6 +34,10 @@ const (
 	// $KV.ami_owners.node.<n>) but the replica neither takes the node nor
 	// deletes the key; the node has no session until the key expires.
 	bugCreateNotTaken = "ownership: a replica's lease Create is stored but the replica does not start the node (nor free the key), so a hand-over waits for the lease TTL"
+	// bugFreeNodeNotTaken: a node whose lease was released or expired
+	// stays without an owner (for a TTL, or for good) while a live replica
+	// holds less than its fair share and logs nothing about it.
+	bugFreeNodeNotTaken = "ownership: a free node is not taken by a replica below its fair share (no error logged)"
 	// bugLeasesBeforeStream: pkg/ingest runs the ownership manager (takes
 	// leases, opens AMI sessions) before its stream is ensured; if
 	// EnsureStream hangs (10 s, seen when replicas start together on a
