@@ -583,9 +583,9 @@ func (b *Box) logs(ctx context.Context) (string, error) {
 }
 
 // saveLogsIfFailed writes every container's log to a directory that
-// outlives the test, when the test failed.
+// outlives the test, when the test failed or stopped at a known bug.
 func (c *Cluster) saveLogsIfFailed() {
-	if !c.t.Failed() {
+	if !c.t.Failed() && !c.t.Skipped() {
 		return
 	}
 	dir := filepath.Join(os.TempDir(), "amibus-it-logs", strings.ReplaceAll(c.t.Name(), "/", "_"))
