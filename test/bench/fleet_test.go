@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/publish"
 )
 
@@ -106,7 +108,7 @@ func BenchmarkIngestScale1000(b *testing.B) {
 	}
 	wg.Wait()
 	c1, t1 := mustCPU(b, p.pid()), time.Now()
-	counted.wait(b)
+	counted.wait(b, func() string { return scaleDiag(p.metrics(b), sims) })
 	b.StopTimer()
 	maxSampled, err := rss.finish()
 	if err != nil {
@@ -183,11 +185,32 @@ func countEvents(b *testing.B, nc *nats.Conn, prefix string, want int) *eventCou
 	return c
 }
 
-func (c *eventCounter) wait(b *testing.B) {
+// wait returns when every event was seen; diag describes the state of
+// things when they were not.
+func (c *eventCounter) wait(b *testing.B, diag func() string) {
 	b.Helper()
 	select {
 	case <-c.done:
 	case <-time.After(waitLimit):
-		b.Fatalf("%d of %d events published", c.n.Load(), c.want)
+		b.Fatalf("%d of %d events published\n%s", c.n.Load(), c.want, diag())
 	}
+}
+
+// scaleDiag sums the ingest's event accounting and the simulators' drops
+// and connections, for a failure message.
+func scaleDiag(metrics string, sims []*amisim.Server) string {
+	var st amisim.Stats
+	for _, s := range sims {
+		x := s.Stats()
+		st.Accepted += x.Accepted
+		st.SlowClientDrops += x.SlowClientDrops
+		st.QueueFullDrops += x.QueueFullDrops
+		st.EventsBroadcast += x.EventsBroadcast
+	}
+	return fmt.Sprintf("ingest: received %v published %v dropped %v retries %v reconnects %v buffered %v; "+
+		"simulators: accepted %d connections for %d nodes, slow-client drops %d, queue-full drops %d, events broadcast %d",
+		sumMetric(metrics, "ami_events_received_total"), sumMetric(metrics, "ami_events_published_total"),
+		sumMetric(metrics, "ami_events_dropped_total"), sumMetric(metrics, "ami_publish_retries_total"),
+		sumMetric(metrics, "ami_session_reconnects_total"), sumMetric(metrics, "ami_buffer_events"),
+		st.Accepted, len(sims), st.SlowClientDrops, st.QueueFullDrops, st.EventsBroadcast)
 }
