@@ -65,16 +65,27 @@ func serve(env *daemon.Env, dataDir string) error {
 		url = emb.ClientURL()
 		log.Info("embedded NATS server with JetStream started", zap.String("url", url), zap.String("data_dir", dataDir))
 	}
+	dialer := natsconn.NewResetDialer()
 	nc, err := natsconn.Connect(url, cfg.NATS, name(cfg, "ami-ingest"), log,
 		// Publishes fail at once while disconnected instead of waiting in
 		// nats.go's buffer, so the publisher can retry them in order.
-		nats.ReconnectBufSize(-1))
+		nats.ReconnectBufSize(-1),
+		nats.SetCustomDialer(dialer))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	opts := []ingest.Option{ingest.WithFence(func() { dialer.Reset() })}
+	if cfg.Ingest.HA.Enabled {
+		lc, err := natsconn.Connect(url, cfg.NATS, name(cfg, "ami-ingest")+"-leases", log)
+		if err != nil {
+			return err
+		}
+		defer lc.Close()
+		opts = append(opts, ingest.WithLeaseConn(lc))
+	}
 
-	svc, err := ingest.New(cfg, nc, env.Metrics, log)
+	svc, err := ingest.New(cfg, nc, env.Metrics, log, opts...)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,9 @@ type Service struct {
 
 	// actionTimeout bounds each action run after login (Filter, snapshots).
 	actionTimeout time.Duration
+	// leases is the JetStream context of the ownership leases: on a
+	// connection of their own when WithLeaseConn is given.
+	leases jetstream.JetStream
 
 	streamReady atomic.Bool
 
@@ -54,11 +57,35 @@ type Service struct {
 	queues map[string]*eventq.Queue // nodes this process runs now
 }
 
+// Option configures a Service beyond its configuration file.
+type Option func(*options)
+
+type options struct {
+	leaseConn *nats.Conn
+	fence     func()
+}
+
+// WithLeaseConn runs the ownership leases (HA) on their own connection.
+// Why: on the events' connection a lease renewal waits behind the event
+// publishes, and when the network to NATS stops draining, nats.go holds
+// that connection's lock for as long as a socket write may take, whatever
+// a call's context says; the leases must be renewed, or given up, on time.
+func WithLeaseConn(nc *nats.Conn) Option { return func(o *options) { o.leaseConn = nc } }
+
+// WithFence sets what aborts the events connection's socket when a node is
+// given up with publishes still in flight (see publish.WithFence).
+func WithFence(f func()) Option { return func(o *options) { o.fence = f } }
+
 // New builds the pipeline; nothing runs until Run. nc must have been
 // connected with nats.ReconnectBufSize(-1) (see publish.NewPublisher).
-func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger) (*Service, error) {
+func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger, with ...Option) (*Service, error) {
+	var o options
+	for _, f := range with {
+		f(&o)
+	}
 	instance := session.ProcessInstance()
 	pub, err := publish.NewPublisher(nc,
+		publish.WithFence(o.fence),
 		publish.WithPrefix(cfg.NATS.SubjectPrefix),
 		publish.WithMaxInflight(cfg.Ingest.MaxInflight),
 		publish.WithRedactFields(cfg.Ingest.RedactFields...),
@@ -73,6 +100,12 @@ func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
+	leases := js
+	if o.leaseConn != nil {
+		if leases, err = jetstream.New(o.leaseConn); err != nil {
+			return nil, err
+		}
+	}
 	s := &Service{
 		cfg: cfg, nc: nc, js: js, m: m, log: log, instance: instance,
 		budget:        eventq.NewBudget(cfg.Ingest.BufferBytes),
@@ -80,6 +113,7 @@ func New(cfg *config.Config, nc *nats.Conn, m *metrics.Metrics, log *zap.Logger)
 		nodes:         make(map[string]config.Node, len(cfg.Nodes)),
 		queues:        make(map[string]*eventq.Queue, len(cfg.Nodes)),
 		actionTimeout: DefaultActionTimeout,
+		leases:        leases,
 	}
 	opts := append(sessionconf.Common(cfg.Session),
 		session.WithInstance(instance),
@@ -144,7 +178,14 @@ func (s *Service) Run(ctx context.Context) error {
 
 	var runErr error
 	if s.cfg.Ingest.HA.Enabled {
-		runErr = s.runHA(runCtx)
+		// Leases are taken only once the stream exists: a replica whose
+		// stream set-up hangs would otherwise read its nodes' events only
+		// to drop them when it hands the nodes over, while a replica that
+		// can publish would have taken them.
+		wg.Wait()
+		if s.streamReady.Load() {
+			runErr = s.runHA(runCtx)
+		}
 	} else {
 		for _, n := range s.cfg.Nodes {
 			if err := s.startNode(n.Name); err != nil {
@@ -218,7 +259,7 @@ func (s *Service) runHA(ctx context.Context) error {
 	for _, n := range s.cfg.Nodes {
 		names = append(names, n.Name)
 	}
-	mgr, err := ownership.New(s.js, s.instance, names,
+	mgr, err := ownership.New(s.leases, s.instance, names,
 		ownership.WithBucket(s.cfg.Ingest.HA.Bucket),
 		ownership.WithTTL(s.cfg.Ingest.HA.TTL),
 		ownership.WithReplicas(s.cfg.Stream.Replicas),

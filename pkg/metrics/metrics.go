@@ -39,6 +39,9 @@ type Metrics struct {
 	BufferBytes     prometheus.Gauge       // whole process
 	PublishRetries  *prometheus.CounterVec // {node}
 	MetaPublished   *prometheus.CounterVec // {node,type}
+	// PublishFences counts NATS sockets reset because a drain ran out of
+	// time with publishes that could still reach the stream later.
+	PublishFences prometheus.Counter
 
 	// Actions (actor).
 	Actions          *prometheus.CounterVec   // {node,action,outcome}
@@ -84,6 +87,9 @@ func New() *Metrics {
 	m.BufferBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ami_buffer_bytes", Help: "Bytes held by all node buffers together."})
 	f(m.BufferBytes)
 	m.PublishRetries = cv("ami_publish_retries_total", "Publishes retried with the same Nats-Msg-Id.", "node")
+	m.PublishFences = prometheus.NewCounter(prometheus.CounterOpts{Name: "ami_publish_fences_total",
+		Help: "NATS sockets aborted (unsent publishes discarded) because a node was given up with publishes unacknowledged."})
+	f(m.PublishFences)
 	m.MetaPublished = cv("ami_meta_published_total", "Lifecycle, gap and snapshot messages stored.", "node", "type")
 
 	m.Actions = cv("ami_actions_total", "Action requests answered, by outcome (ok or an error code).", "node", "action", "outcome")

@@ -209,6 +209,9 @@ func (s *state) acquire() {
 			continue
 		}
 		if err != nil {
+			// The server may have stored it and the answer been lost: the
+			// watch will tell (see apply).
+			s.creating[c.node] = sent
 			// The pass's time is up after progress: the next round goes on.
 			if !(took > 0 && ctx.Err() != nil) {
 				s.m.met.kvErrors.WithLabelValues(opCreate).Inc()
@@ -462,9 +465,17 @@ func (s *state) apply(e jetstream.KeyValueEntry) bool {
 		s.lose(l, why, nil)
 		return false
 	}
+	sent, creating := s.creating[node]
+	delete(s.creating, node)
 	if owner == s.m.instance {
-		// A lease of ours we do not hold: a Create whose answer was lost, or
-		// a renewal replayed after we gave the node up. Free it.
+		// A Create whose answer was lost: the node is ours if we still want
+		// it and the lease is young enough to be held safely. Otherwise (or
+		// a renewal replayed after we gave the node up) free it at once
+		// rather than leave the node without a session for a TTL.
+		if creating && !s.closing && s.holding() < s.share() && time.Now().Before(sent.Add(s.m.cfg.ttl-s.m.cfg.margin)) {
+			s.take(node, rev, sent)
+			return false
+		}
 		s.deleteLease(node, rev)
 		return false
 	}

@@ -33,6 +33,7 @@ type metrics struct {
 	releaseLate     *prometheus.CounterVec // {node}
 	kvErrors        *prometheus.CounterVec // {op}
 	presenceIgnored prometheus.Counter
+	resyncs         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, nodes []string) (*metrics, error) {
@@ -53,6 +54,8 @@ func newMetrics(reg prometheus.Registerer, nodes []string) (*metrics, error) {
 			Help: "Failed key-value operations on the lease bucket, by operation."}, []string{"op"}),
 		presenceIgnored: prometheus.NewCounter(prometheus.CounterOpts{Name: "ami_ownership_presence_ignored_total",
 			Help: "Presence records ignored because the peer table was at its cap."}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ami_ownership_watch_resyncs_total",
+			Help: "Watch restarts because a node stayed held by no live replica for longer than a TTL while this replica was below its share."}),
 	}
 	// Series exist from the start so that rate() and increase() see the
 	// first event.
@@ -64,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, nodes []string) (*metrics, error) {
 		m.kvErrors.WithLabelValues(op)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.owned, m.replicas, m.acquired, m.lost, m.released, m.releaseLate, m.kvErrors, m.presenceIgnored} {
+		for _, c := range []prometheus.Collector{m.owned, m.replicas, m.acquired, m.lost, m.released, m.releaseLate, m.kvErrors, m.presenceIgnored, m.resyncs} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

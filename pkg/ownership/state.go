@@ -72,6 +72,11 @@ type state struct {
 	view   map[string]viewEntry // cap: one entry per configured node
 	peers  map[string]struct{}  // other live instances; cap maxPeers
 	leases map[string]*lease    // cap: one per configured node
+	// creating holds, per node, when a Create whose outcome is unknown
+	// (its answer timed out) was sent: if the watch shows it stored, the
+	// lease is ours and lives at least until then + TTL. Cap: one per
+	// configured node.
+	creating map[string]time.Time
 	// done carries Release completions. Cap len(nodes): there is at most
 	// one Release per node in flight, so a send never blocks.
 	done chan released
@@ -84,6 +89,10 @@ type state struct {
 	due      time.Time // earliest release-by of the trusted leases; zero: none
 	dueDirty bool
 
+	// stale counts the rounds in a row in which this replica was below its
+	// share while some node was held, in its view, by no live replica.
+	stale int
+
 	renewLog, acquireLog, presenceLog, connectLog throttle
 }
 
@@ -94,6 +103,7 @@ func newState(m *Manager, ctx context.Context) *state {
 		view:        make(map[string]viewEntry, len(m.nodes)),
 		peers:       make(map[string]struct{}),
 		leases:      make(map[string]*lease, len(m.nodes)),
+		creating:    make(map[string]time.Time),
 		done:        make(chan released, len(m.nodes)),
 		renewLog:    throttle{what: "lease renewal"},
 		acquireLog:  throttle{what: "lease creation"},
@@ -181,8 +191,50 @@ func (s *state) tick() error {
 	if !s.closing && s.synced {
 		s.rebalance()
 		s.acquire()
+		s.checkStale()
 	}
 	return nil
+}
+
+// checkStale restarts the watch when the view has been wrong for longer
+// than any lease can live. A node held by no live replica (its owner left,
+// or a Create of ours failed on a key the view never showed) becomes free
+// within a TTL, and the watch shows that as an expiry marker; if that
+// entry never came (a watch consumer lost in a NATS server failure), the
+// node would wait without a session for good. A fresh watch replays the
+// bucket as it is.
+func (s *state) checkStale() {
+	if s.holding() >= s.share() || !s.hasOrphan() {
+		s.stale = 0
+		return
+	}
+	s.stale++
+	// Renew rounds per TTL, plus one for the expiry marker to arrive.
+	if s.stale <= int(s.m.cfg.ttl/s.m.cfg.renew)+1 {
+		return
+	}
+	s.stale = 0
+	s.m.met.resyncs.Inc()
+	s.m.log.Warn("a node stayed held by no live replica for longer than the lease ttl; restarting the bucket watch")
+	_ = s.connect()
+}
+
+// hasOrphan reports a node that, in the view, is neither free, nor ours,
+// nor held by a live replica.
+func (s *state) hasOrphan() bool {
+	for _, n := range s.m.nodes {
+		if _, ours := s.leases[n]; ours {
+			continue
+		}
+		owner := s.view[n].owner
+		if owner == "" {
+			continue
+		}
+		if _, live := s.peers[owner]; !live {
+			return true
+		}
+	}
+	return false
 }
 
 // connect binds the bucket if needed and (re)starts the watch, which then

@@ -69,6 +69,7 @@ type options struct {
 	logInterval time.Duration
 	metrics     *metrics.Metrics
 	log         *zap.Logger
+	fence       func()
 }
 
 // Option configures a Publisher.
@@ -158,6 +159,20 @@ func WithLogInterval(d time.Duration) Option {
 func WithMetrics(m *metrics.Metrics) Option {
 	return func(o *options) error {
 		o.metrics = m
+		return nil
+	}
+}
+
+// WithFence sets the function that makes every publish handed to nats.go
+// and not yet acknowledged unable to reach the stream (natsconn.ResetDialer's
+// Reset, which aborts the socket). Drain and Remove call it when their
+// deadline passes while a node still has publishes in flight or is blocked
+// inside nats.go: otherwise those could be stored after the node was handed
+// to another replica, interleaving two sessions in its history. Without it,
+// the deadline only stops waiting.
+func WithFence(f func()) Option {
+	return func(o *options) error {
+		o.fence = f
 		return nil
 	}
 }
@@ -383,6 +398,30 @@ func (p *Publisher) stop(ctx context.Context, ws []*worker) error {
 		case <-w.done:
 		case <-ctx.Done():
 		}
+	}
+	late := 0
+	for _, w := range ws {
+		if w.done == nil {
+			continue
+		}
+		select {
+		case <-w.done:
+		default:
+			late++
+		}
+	}
+	if late > 0 && p.o.fence != nil {
+		// A node still running at the deadline has publishes in flight or
+		// a goroutine inside nats.go (a socket that stopped draining holds
+		// its lock). Abort the socket before giving the node up, so none of
+		// them is stored after the next owner's; the other nodes' in-flight
+		// publishes fail and are resent with their ids (deduplicated).
+		p.o.fence()
+		if p.o.metrics != nil {
+			p.o.metrics.PublishFences.Inc()
+		}
+		p.o.log.Warn("drain deadline passed with publishes in flight: NATS socket aborted so that none is stored late",
+			zap.Int("nodes_in_flight", late))
 	}
 	for _, w := range ws {
 		if w.done != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -625,5 +626,44 @@ func TestRefusedLogIsCoalesced(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("node publishing stopped").Len() != 1 {
 		t.Fatal("no summary line")
+	}
+}
+
+// TestFenceWhenDeadlinePassesInFlight: a node given up at its deadline with
+// publishes still unstored fences the connection (so none can be stored
+// after the next owner's); a node drained in time does not.
+func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
+	env := startNATS(t, 0)
+	nc := env.connect(t)
+	ensureStream(t, nc, StreamConfig{})
+	var fences atomic.Int32
+	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil,
+		WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond), WithFence(func() { fences.Add(1) }))
+
+	for i := uint64(1); i <= 20; i++ {
+		pl.qs["pbx1"].Event("s1", i, t0, msg("Event", "A"))
+	}
+	if err := pl.pub.Remove(ctxT(t, 10*time.Second), "pbx1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := fences.Load(); n != 0 {
+		t.Fatalf("fenced %d times after a complete drain", n)
+	}
+
+	env.stop()
+	for i := uint64(1); i <= 20; i++ {
+		pl.qs["pbx2"].Event("s2", i, t0, msg("Event", "B"))
+	}
+	if err := pl.pub.Remove(ctxT(t, 200*time.Millisecond), "pbx2"); !errors.Is(err, ErrDrainIncomplete) {
+		t.Fatalf("Remove with NATS down: %v", err)
+	}
+	if n := fences.Load(); n != 1 {
+		t.Fatalf("fenced %d times after a drain that ran out of time, want 1", n)
+	}
+	if got := counter(pl.reg.PublishFences); got != 1 {
+		t.Fatalf("ami_publish_fences_total %d, want 1", got)
+	}
+	if err := pl.pub.Drain(ctxT(t, time.Second)); err != nil {
+		t.Fatalf("Drain with no node left: %v", err)
 	}
 }
