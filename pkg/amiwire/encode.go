@@ -156,3 +156,11 @@ func valueProblem(v string) string {
 	}
 	return ""
 }
+
+// SessionActions returns the actions that act on the manager session that
+// sends them (log in or out, change its event mask or its filters): a client
+// that forwards them for someone else hands its session over, so amibus
+// denies them to requesters whatever its configuration says.
+func SessionActions() []string {
+	return []string{"Login", "Logoff", "Challenge", "Events", "Filter"}
+}

@@ -1,10 +1,14 @@
 package command
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+)
 
 // defaultDeny are the actions that would break or hijack the actor's own
 // session; they are denied whatever the configuration says.
-var defaultDeny = []string{"Login", "Logoff", "Challenge", "Events", "Filter"}
+var defaultDeny = amiwire.SessionActions()
 
 // DefaultDeny returns the actions always denied: Login, Logoff, Challenge,
 // Events and Filter.

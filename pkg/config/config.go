@@ -5,7 +5,11 @@
 // problem, each naming the field by its path (nodes[2].address: missing).
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/amibus/amibus/pkg/amiwire"
+)
 
 // Per-binary defaults for http.listen. Parse leaves HTTP.Listen empty when
 // the file does not set it, because the right default depends on which
@@ -19,7 +23,7 @@ const (
 // break or hijack the actor's own AMI session. actor.deny adds to it, and
 // Parse rejects an actor.allow entry that names one of them (compared
 // without regard to case, as Asterisk compares action names).
-var DefaultActorDeny = []string{"Login", "Logoff", "Challenge", "Events", "Filter"}
+var DefaultActorDeny = amiwire.SessionActions()
 
 // Config is the whole configuration file after defaults and validation.
 type Config struct {
