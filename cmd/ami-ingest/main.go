@@ -77,7 +77,11 @@ func serve(env *daemon.Env, dataDir string) error {
 	defer nc.Close()
 	opts := []ingest.Option{ingest.WithFence(func() { dialer.Reset() })}
 	if cfg.Ingest.HA.Enabled {
-		lc, err := natsconn.Connect(url, cfg.NATS, name(cfg, "ami-ingest")+"-leases", log)
+		// Pings every TTL/4: a connection that silently stopped answering
+		// (a partition) is noticed within about a TTL instead of nats.go's
+		// default of minutes, and no lease call waits on it meanwhile.
+		lc, err := natsconn.Connect(url, cfg.NATS, name(cfg, "ami-ingest")+"-leases", log,
+			nats.PingInterval(max(time.Second, cfg.Ingest.HA.TTL/4)))
 		if err != nil {
 			return err
 		}

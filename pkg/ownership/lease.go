@@ -25,10 +25,12 @@ type renewResult struct {
 // this replica's presence. Leases go first: they matter more, and a hung
 // presence write must not eat their time.
 func (s *state) renew() {
+	s.renewFailed = false
 	if s.kv == nil {
 		return
 	}
 	if !s.connected() {
+		s.renewFailed = true
 		// Every call would wait for its timeout and keep the loop from
 		// Release completions; the leases' safety does not need them.
 		if n := s.trusted(); n > 0 {
@@ -64,7 +66,9 @@ func (s *state) renewLeases() {
 	}
 	var targets []target
 	for _, l := range s.sortedLeases() {
-		if !l.lost {
+		// A lease at risk is being given up by its own deadline; renewing
+		// it would only spend the round's time while NATS is unreachable.
+		if !l.lost && !l.atRisk {
 			targets = append(targets, target{l, l.node, l.rev})
 		}
 	}
@@ -109,6 +113,7 @@ func (s *state) renewLeases() {
 		}
 	}
 	if failed > 0 {
+		s.renewFailed = true
 		s.m.met.kvErrors.WithLabelValues(opUpdate).Add(float64(failed))
 		s.renewLog.fail(s.m.log, failed, lastErr, time.Now())
 	} else {
@@ -120,6 +125,7 @@ func (s *state) renewPresence() {
 	ctx, cancel := s.callCtx()
 	defer cancel()
 	if _, err := s.kv.Put(ctx, presenceKey(s.m.instance), s.m.value); err != nil {
+		s.renewFailed = true
 		s.m.met.kvErrors.WithLabelValues(opPresence).Inc()
 		s.presenceLog.fail(s.m.log, 1, err, time.Now())
 		return
@@ -162,7 +168,10 @@ func (s *state) renewOne(ctx context.Context, node string, rev uint64) renewResu
 // first the nodes for which it is the preferred live replica, then by its
 // own score, so that replicas seldom race for the same key.
 func (s *state) acquire() {
-	if s.closing || !s.synced || s.kv == nil || !s.connected() {
+	// After a round whose renewals failed, NATS is not answering: a Create
+	// would only wait for its timeout, and a node taken now would be at
+	// risk at once.
+	if s.closing || !s.synced || s.kv == nil || s.renewFailed || !s.connected() {
 		return
 	}
 	want := s.share() - s.holding()
@@ -202,6 +211,12 @@ func (s *state) acquire() {
 		}
 		sent := time.Now()
 		rev, err := s.kv.Create(ctx, leaseKey(c.node), s.m.value)
+		if err != nil {
+			// Whatever the error says, the server may have stored this
+			// Create (an answer lost or late, a retried request): if the
+			// watch shows our value, the lease is ours (see apply).
+			s.creating[c.node] = sent
+		}
 		if isConflict(err) {
 			v := s.view[c.node]
 			v.owner = unknownOwner
@@ -209,9 +224,6 @@ func (s *state) acquire() {
 			continue
 		}
 		if err != nil {
-			// The server may have stored it and the answer been lost: the
-			// watch will tell (see apply).
-			s.creating[c.node] = sent
 			// The pass's time is up after progress: the next round goes on.
 			if !(took > 0 && ctx.Err() != nil) {
 				s.m.met.kvErrors.WithLabelValues(opCreate).Inc()

@@ -89,6 +89,8 @@ type state struct {
 	due      time.Time // earliest release-by of the trusted leases; zero: none
 	dueDirty bool
 
+	// renewFailed: the latest renewal round had failures.
+	renewFailed bool
 	// stale counts the rounds in a row in which this replica was below its
 	// share while some node was held, in its view, by no live replica.
 	stale int
@@ -131,6 +133,17 @@ func (s *state) run(ctx context.Context) error {
 	s.renew()
 	done := ctx.Done()
 	for !s.closing || len(s.leases) > 0 {
+		// Release completions come first: a round of KV calls that time
+		// out (NATS unreachable) takes longer than the renew interval, and
+		// with the ticker always ready a random select could leave a
+		// released node counted as owned, and its lease undeleted, for
+		// several rounds.
+		select {
+		case r := <-s.done:
+			s.onReleased(r.node, r.at)
+			continue
+		default:
+		}
 		var updates <-chan jetstream.KeyValueEntry
 		if s.w != nil {
 			updates = s.w.Updates()
