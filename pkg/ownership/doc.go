@@ -24,6 +24,11 @@
 // # Protocol
 //
 //   - Acquire: kv.Create (fails if the key exists), value = own instance.
+//     A Create that failed may still have been stored (its answer lost or
+//     late): when the watch shows the key with our value, the replica takes
+//     the node on it (the lease lives at least TTL after the call began), or
+//     deletes it if it no longer wants the node. No Create follows a round
+//     whose renewals failed.
 //   - Renew: every renew interval (TTL/3), kv.Update with the last known
 //     revision (compare-and-set). A failed compare means another writer got
 //     in: the lease is lost and the node is released at once. Presence is
@@ -40,6 +45,16 @@
 //     lease that must be given up; nothing polls.
 //   - While the NATS connection is down no call is made (each would only
 //     wait for its timeout); leases are given up by the safety rule below.
+//   - Release completions are handled before anything else in the loop, so
+//     a round of calls timing out cannot keep a released node counted.
+//   - If, while below its share, a replica sees a node held by no live
+//     replica for longer than a TTL (an expiry it never saw), it restarts
+//     the watch, which replays the bucket as it is
+//     (ami_ownership_watch_resyncs_total).
+//   - The Manager should have a NATS connection of its own (ami-ingest
+//     gives it one): on a busy connection a renewal waits behind other
+//     traffic, and nats.go holds a connection's lock while a socket write
+//     blocks, whatever the call's context says.
 //
 // # Safety
 //

@@ -212,6 +212,7 @@ func (s *state) acquire() {
 		sent := time.Now()
 		rev, err := s.kv.Create(ctx, leaseKey(c.node), s.m.value)
 		if err != nil {
+			s.m.log.Debug("lease create failed", zap.String("node", c.node), zap.Bool("conflict", isConflict(err)), zap.Error(err))
 			// Whatever the error says, the server may have stored this
 			// Create (an answer lost or late, a retried request): if the
 			// watch shows our value, the lease is ours (see apply).
@@ -378,13 +379,26 @@ func (s *state) deleteLease(node string, rev uint64) {
 	if s.kv == nil || !s.connected() {
 		return
 	}
-	kv, timeout, log, met := s.kv, s.m.opTimeout(), s.m.log, s.m.met
+	kv, timeout, log, met, instance := s.kv, s.m.opTimeout(), s.m.log, s.m.met, s.m.instance
+	// While closing, this replica takes no node again, and its watch ends
+	// with its last lease: it must clean up its own late writes itself.
+	closing := s.closing
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.base, timeout)
 		defer cancel()
-		err := kv.Delete(ctx, leaseKey(node), jetstream.LastRevision(rev))
+		key := leaseKey(node)
+		err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		if closing && isConflict(err) {
+			// A renewal of ours stored after its answer timed out moved the
+			// revision; if the latest value is still ours, delete that.
+			if e, gerr := kv.Get(ctx, key); gerr == nil && string(e.Value()) == instance {
+				rev = e.Revision()
+				err = kv.Delete(ctx, key, jetstream.LastRevision(rev))
+			}
+		}
+		log.Debug("lease delete", zap.String("node", node), zap.Uint64("revision", rev), zap.Error(err))
 		switch {
 		case err == nil:
 		case isConflict(err):
@@ -452,6 +466,8 @@ func (s *state) apply(e jetstream.KeyValueEntry) bool {
 		return false // another configuration's node
 	}
 	rev := e.Revision()
+	s.m.log.Debug("lease entry", zap.String("node", node), zap.Uint64("revision", rev), zap.String("op", e.Operation().String()),
+		zap.ByteString("value", e.Value()), zap.Uint64("view_revision", s.view[node].rev), zap.String("view_owner", s.view[node].owner))
 	if rev <= s.view[node].rev {
 		return false // our own write, already recorded
 	}
@@ -480,6 +496,8 @@ func (s *state) apply(e jetstream.KeyValueEntry) bool {
 	sent, creating := s.creating[node]
 	delete(s.creating, node)
 	if owner == s.m.instance {
+		s.m.log.Debug("watch shows a lease of ours we do not hold", zap.String("node", node), zap.Uint64("revision", rev),
+			zap.Bool("creating", creating), zap.Int("holding", s.holding()), zap.Int("share", s.share()))
 		// A Create whose answer was lost: the node is ours if we still want
 		// it and the lease is young enough to be held safely. Otherwise (or
 		// a renewal replayed after we gave the node up) free it at once

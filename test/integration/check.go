@@ -504,7 +504,7 @@ func (c *Cluster) failUnowned(what string, unowned []string, live []*Box) {
 		}
 	}
 	if len(under) > 0 {
-		knownBug(c.t, bugFreeNodeNotTaken, fmt.Sprintf("%s; without an owner: %v; %v\n%s", what, unowned, under, report))
+		c.t.Fatalf("%s; without an owner: %v, while live replicas hold less than their share: %v\n%s", what, unowned, under, report)
 	}
 	c.t.Fatalf("%s; without an owner: %v\n%s", what, unowned, report)
 }

@@ -276,9 +276,15 @@ func (c *Cluster) startService(ctx context.Context, role string, i int) (*Box, e
 	if role == "actor" {
 		port, bin = actorHTTP, "/ami-actor"
 	}
+	cmd := []string{"--config", configPath}
+	// AMIBUS_IT_LOG_LEVEL=debug makes the saved container logs say more
+	// when a scenario fails.
+	if lvl := os.Getenv("AMIBUS_IT_LOG_LEVEL"); lvl != "" {
+		cmd = append(cmd, "--log-level", lvl)
+	}
 	b, err := c.run(ctx, role, name, port, testcontainers.ContainerRequest{
 		Entrypoint:   []string{bin},
-		Cmd:          []string{"--config", configPath},
+		Cmd:          cmd,
 		ExposedPorts: []string{port},
 		Networks:     []string{c.pbxNet.Name, c.natsNet.Name},
 		Files: []testcontainers.ContainerFile{{
@@ -583,9 +589,9 @@ func (b *Box) logs(ctx context.Context) (string, error) {
 }
 
 // saveLogsIfFailed writes every container's log to a directory that
-// outlives the test, when the test failed or stopped at a known bug.
+// outlives the test, when the test failed.
 func (c *Cluster) saveLogsIfFailed() {
-	if !c.t.Failed() && !c.t.Skipped() {
+	if !c.t.Failed() {
 		return
 	}
 	dir := filepath.Join(os.TempDir(), "amibus-it-logs", strings.ReplaceAll(c.t.Name(), "/", "_"))

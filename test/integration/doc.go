@@ -28,10 +28,7 @@
 // Containers have no shell, so nothing runs inside them: readiness is
 // checked over HTTP from the test process through mapped ports.
 //
-// Product bugs the suite found and that are not fixed yet are listed in
-// knownbugs.go. A scenario that meets one's symptom stops there as skipped,
-// naming the bug and what it saw; AMIBUS_IT_KNOWN_BUGS=1 makes it fail
-// instead. When a test fails, every container's log is saved under
+// When a test fails, every container's log is saved under
 // $TMPDIR/amibus-it-logs/<test>/ (the test log says where).
 //
 //	go test -race -count=1 -timeout 20m ./test/integration/
