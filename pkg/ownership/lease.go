@@ -210,7 +210,7 @@ func (s *state) acquire() {
 			break
 		}
 		sent := time.Now()
-		rev, err := s.kv.Create(ctx, leaseKey(c.node), s.m.value)
+		rev, err := s.create(ctx, c.node)
 		if err != nil {
 			s.m.log.Debug("lease create failed", zap.String("node", c.node), zap.Bool("conflict", isConflict(err)), zap.Error(err))
 			// Whatever the error says, the server may have stored this
@@ -236,6 +236,25 @@ func (s *state) acquire() {
 		s.take(c.node, rev, sent)
 		took++
 	}
+}
+
+// create writes a new lease for node, which the view shows free. When the
+// watch showed the key's delete or expiry marker, the lease replaces that
+// marker by its revision. nats.go's Create does the same, but it learns the
+// marker's revision with a read that a stream follower may answer before it
+// applied the delete: it then sees the old lease, reports "key exists", and
+// the node waits a whole TTL for the marker to expire. The watch's revision
+// has no such lag.
+func (s *state) create(ctx context.Context, node string) (uint64, error) {
+	key := leaseKey(node)
+	if rev := s.view[node].rev; rev > 0 {
+		r, err := s.kv.Update(ctx, key, s.m.value, rev)
+		if err == nil || !isConflict(err) {
+			return r, err
+		}
+		// The marker is gone (it expired, or someone wrote after it).
+	}
+	return s.kv.Create(ctx, key, s.m.value)
 }
 
 // take records a lease just created and starts the node.

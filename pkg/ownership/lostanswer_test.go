@@ -2,6 +2,7 @@ package ownership
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,10 @@ import (
 type lossyJS struct {
 	jetstream.JetStream
 	key string
+	// staleCreate makes Create over a delete marker fail with "key exists",
+	// as nats.go's Create does when its read of the marker is served by a
+	// stream follower that has not applied the delete yet.
+	staleCreate bool
 
 	mu      sync.Mutex
 	lost    bool // the lost-answer Create happened
@@ -42,6 +47,11 @@ type lossyKV struct {
 }
 
 func (k *lossyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if k.j.staleCreate {
+		if _, err := k.KeyValue.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, jetstream.ErrKeyExists
+		}
+	}
 	rev, err := k.KeyValue.Create(ctx, key, value, opts...)
 	k.j.mu.Lock()
 	defer k.j.mu.Unlock()
@@ -91,4 +101,36 @@ func TestCreateWithLostAnswerIsAdopted(t *testing.T) {
 	if err := r.stop(t); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFreedNodeTakenDespiteStaleCreate: a lease deleted by its owner is
+// taken at once by its revision on the watch, even when Create would claim
+// the key still exists (a follower's stale read); otherwise the node would
+// wait for the delete marker to expire, a whole TTL.
+func TestFreedNodeTakenDespiteStaleCreate(t *testing.T) {
+	srv := runServer(t)
+	_, js := connect(t, srv.ClientURL())
+	ljs := &lossyJS{JetStream: js, staleCreate: true}
+	c := newChecker(t)
+	m, err := New(ljs, "a", []string{"pbx1"},
+		WithTTL(time.Minute),
+		WithAcquire(c.acquire("a")), WithRelease(c.release("a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, m.bucketConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A previous owner held pbx1 and handed it over.
+	if _, err := kv.Put(ctx, leaseKey("pbx1"), []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, leaseKey("pbx1")); err != nil {
+		t.Fatal(err)
+	}
+	runManager(t, m)
+	c.waitFor(t, 10*time.Second, "a owns pbx1 long before the marker expires", split(1, map[string]int{"a": 1}))
 }
