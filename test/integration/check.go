@@ -473,8 +473,9 @@ func (c *Cluster) presenceOps(from, to time.Time) string {
 	return b.String()
 }
 
-// wroteLeaseEarly reports whether owner wrote node's lease within a second
-// of from, while its session only started at to (bugCreateNotTaken).
+// wroteLeaseEarly reports whether owner sent a write of node's lease (the
+// test sees the request, stored or refused) within a second of from, while
+// its session only started at to.
 func (c *Cluster) wroteLeaseEarly(node, owner string, from, to time.Time) bool {
 	c.kvMu.Lock()
 	defer c.kvMu.Unlock()

@@ -69,7 +69,7 @@ func TestRollingRestart(t *testing.T) {
 			if gap > c.Spec.TTL/2 {
 				next := nh.Sessions[k+1]
 				if c.wroteLeaseEarly(n, next.Owner, s.End.Time, next.Start.Time) {
-					slowByBug = append(slowByBug, fmt.Sprintf("%s: %v (lease written by %s at once, session %v later)",
+					slowByBug = append(slowByBug, fmt.Sprintf("%s: %v (lease write sent by %s at once, session %v later)",
 						n, gap.Round(time.Millisecond), next.Owner, gap.Round(time.Millisecond)))
 					continue
 				}
@@ -85,6 +85,6 @@ func TestRollingRestart(t *testing.T) {
 		t.Errorf("%d hand-overs for %d nodes: the restarts moved too few nodes", handovers, len(c.Nodes))
 	}
 	if len(slowByBug) > 0 {
-		t.Errorf("hand-overs that waited for the TTL although the new owner wrote the lease at once (its Create stored, the node not started): %v", slowByBug)
+		t.Errorf("hand-overs that waited for the TTL although the new owner sent its lease write at once: %v", slowByBug)
 	}
 }
