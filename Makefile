@@ -43,7 +43,7 @@ chart-check:
 ## bench: the benchmarks recorded in BENCHMARKS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) \
-		-timeout 60m ./pkg/amiwire/ ./pkg/eventq/ ./pkg/publish/ ./pkg/command/ ./pkg/actor/ ./pkg/ingest/ ./test/bench/
+		-timeout 60m ./pkg/amiwire/ ./pkg/session/ ./pkg/amisim/ ./pkg/logging/ ./pkg/publish/ ./pkg/command/ ./pkg/actor/ ./test/bench/
 
 ## image: static binaries on the host, then a FROM scratch image (nothing is pulled)
 image:
