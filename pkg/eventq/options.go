@@ -18,6 +18,13 @@ const (
 	// DefaultLogInterval is the shortest time between two drop log lines of
 	// one queue.
 	DefaultLogInterval = 10 * time.Second
+	// DefaultGapDelay is how long a run of drops may stay open, once
+	// everything before it was taken, before it is queued on its own
+	// (TryPop). Drops normally end with the next accepted event, which
+	// queues the gap at once; the delay matters only when the PBX falls
+	// silent after them, and bounds the markers of a node starved by the
+	// shared budget to one per delay.
+	DefaultGapDelay = time.Second
 )
 
 // ErrInvalidOption reports an option value that cannot work; the error names
@@ -30,6 +37,7 @@ type config struct {
 	metrics     *metrics.Metrics
 	log         *zap.Logger
 	logInterval time.Duration
+	gapDelay    time.Duration
 	owner       string
 }
 
@@ -66,6 +74,17 @@ func WithBudget(b *Budget) Option {
 func WithMetrics(m *metrics.Metrics) Option {
 	return func(c *config) error {
 		c.metrics = m
+		return nil
+	}
+}
+
+// WithGapDelay sets DefaultGapDelay's delay; d >= 0.
+func WithGapDelay(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: gap delay %v: must not be negative", ErrInvalidOption, d)
+		}
+		c.gapDelay = d
 		return nil
 	}
 }

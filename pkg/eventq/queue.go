@@ -61,6 +61,7 @@ type Queue struct {
 	owner       string
 	log         *zap.Logger
 	logInterval time.Duration
+	gapDelay    time.Duration // see DefaultGapDelay
 
 	mReceived      prometheus.Counter
 	mDropFull      prometheus.Counter
@@ -146,7 +147,7 @@ func New(node string, opts ...Option) (*Queue, error) {
 	if node == "" {
 		return nil, fmt.Errorf("%w: empty node name", ErrInvalidOption)
 	}
-	c := config{maxEvents: DefaultMaxEvents, logInterval: DefaultLogInterval, log: zap.NewNop()}
+	c := config{maxEvents: DefaultMaxEvents, logInterval: DefaultLogInterval, gapDelay: DefaultGapDelay, log: zap.NewNop()}
 	for _, o := range opts {
 		if err := o(&c); err != nil {
 			return nil, err
@@ -162,6 +163,7 @@ func New(node string, opts ...Option) (*Queue, error) {
 		owner:       c.owner,
 		log:         c.log.With(zap.String("node", node)),
 		logInterval: c.logInterval,
+		gapDelay:    c.gapDelay,
 		notify:      make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		ring:        make([]Item, minRing),
@@ -365,6 +367,11 @@ func (q *Queue) TryPop(dst []Item) ([]Item, error) {
 		return dst, ErrNoRoom
 	}
 	q.mu.Lock()
+	if q.n == 0 && q.gapOpen && !q.closed && time.Since(q.gap.Time) >= q.gapDelay {
+		// Everything before the drops was taken and nothing came after
+		// them for gapDelay: the gap goes out on its own.
+		q.flushGapLocked()
+	}
 	if q.n == 0 {
 		if q.closed {
 			q.mu.Unlock()
@@ -387,6 +394,18 @@ func (q *Queue) TryPop(dst []Item) ([]Item, error) {
 	return dst, nil
 }
 
+// GapPending reports a run of drops not queued yet, and when TryPop will
+// queue it on its own if nothing else comes first. A consumer that found the
+// queue empty waits until then (as well as on Notify).
+func (q *Queue) GapPending() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.gapOpen || q.closed {
+		return time.Time{}, false
+	}
+	return q.gap.Time.Add(q.gapDelay), true
+}
+
 // Pop appends up to cap(dst)-len(dst) items to dst, oldest first, waiting
 // until at least one is there. After Close it returns what is left, then
 // ErrClosed; it returns ctx.Err() if ctx ends first.
@@ -396,11 +415,24 @@ func (q *Queue) Pop(ctx context.Context, dst []Item) ([]Item, error) {
 		if err != nil || len(out) > len(dst) {
 			return out, err
 		}
+		var gapDue <-chan time.Time
+		var t *time.Timer
+		if at, ok := q.GapPending(); ok {
+			t = time.NewTimer(time.Until(at))
+			gapDue = t.C
+		}
 		select {
 		case <-q.notify:
 		case <-q.done:
+		case <-gapDue:
 		case <-ctx.Done():
-			return dst, ctx.Err()
+			err = ctx.Err()
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if err != nil {
+			return dst, err
 		}
 	}
 }
@@ -513,6 +545,9 @@ func (q *Queue) openGapLocked(id string, seq uint64, t time.Time, reason string)
 	if !q.gapOpen {
 		q.gapOpen = true
 		q.gap = Item{Kind: KindGap, Session: id, Time: t, Reason: reason, FirstSeq: seq}
+		// A consumer waiting on an empty queue learns of the gap, so that
+		// it can come back for it after GapPending's time.
+		q.wakeLocked()
 	}
 	q.gap.LastSeq = seq
 	q.gap.Count++

@@ -543,3 +543,65 @@ func TestRaceOneProducerOneConsumer(t *testing.T) {
 	}
 	t.Logf("published %d, dropped %d", st.Published, st.DroppedBufferFull)
 }
+
+// TestTrailingGapGoesOutOnItsOwn: drops after the last event taken, with
+// nothing after them (the PBX fell silent), still reach the consumer: the
+// waiting consumer is woken when the gap opens, and the gap is handed out
+// once it is gapDelay old, not held until the next event.
+func TestTrailingGapGoesOutOnItsOwn(t *testing.T) {
+	const delay = 50 * time.Millisecond
+	q := newQ(t, WithMaxEvents(2), WithGapDelay(delay))
+	now := time.Now()
+	q.Event("a", 1, now, event("Newstate"))
+	q.Event("a", 2, now, event("Newstate"))
+	got, err := q.TryPop(make([]Item, 0, 8))
+	if err != nil || len(got) != 2 {
+		t.Fatalf("first pop: %d items, %v", len(got), err)
+	}
+	// The two events are in flight (popped, not released): the cap holds.
+	if more, _ := q.TryPop(make([]Item, 0, 8)); len(more) != 0 {
+		t.Fatalf("empty queue gave %d items", len(more))
+	}
+	select {
+	case <-q.Notify():
+		t.Fatal("Notify signalled before anything happened")
+	default:
+	}
+	dropped := time.Now()
+	for seq := uint64(3); seq <= 5; seq++ {
+		q.Event("a", seq, dropped, event("Newstate"))
+	}
+	select {
+	case <-q.Notify():
+	default:
+		t.Fatal("the waiting consumer was not told of the gap")
+	}
+	at, ok := q.GapPending()
+	if !ok || !at.Equal(dropped.Add(delay)) {
+		t.Fatalf("GapPending = %v, %v; want %v, true", at, ok, dropped.Add(delay))
+	}
+	if early, _ := q.TryPop(make([]Item, 0, 8)); len(early) != 0 && time.Since(dropped) < delay {
+		t.Fatalf("gap handed out before its delay: %+v", early[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var gap []Item
+	for len(gap) == 0 {
+		if gap, err = q.Pop(ctx, make([]Item, 0, 8)); err != nil {
+			t.Fatalf("Pop: %v", err)
+		}
+	}
+	if g := gap[0]; g.Kind != KindGap || g.FirstSeq != 3 || g.LastSeq != 5 || g.Count != 3 || g.Reason != "buffer_full" {
+		t.Fatalf("got %+v, want the gap of seqs 3-5", g)
+	}
+	if _, ok := q.GapPending(); ok {
+		t.Fatal("gap still pending after it was handed out")
+	}
+	for i := range got {
+		q.Release(&got[i])
+	}
+	s := q.Stats()
+	if s.Received != 5 || s.Published != 2 || s.DroppedBufferFull != 3 || s.Buffered != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}

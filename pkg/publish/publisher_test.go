@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -665,5 +666,42 @@ func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
 	}
 	if err := pl.pub.Drain(ctxT(t, time.Second)); err != nil {
 		t.Fatalf("Drain with no node left: %v", err)
+	}
+}
+
+// TestTrailingGapPublishedWithoutNextEvent: events dropped with nothing
+// after them (the PBX fell silent) still get their gap marker stored, once
+// the queue's gap delay has passed, not only when the next event comes.
+func TestTrailingGapPublishedWithoutNextEvent(t *testing.T) {
+	env := startNATS(t, 0)
+	nc := env.connect(t)
+	ensureStream(t, nc, StreamConfig{})
+	metas := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(MetaSubject(DefaultPrefix, "pbx1"), metas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	// A budget of one byte refuses every event: all are buffer_full drops.
+	pl := newPipeline(t, nc, []string{"pbx1"},
+		[]eventq.Option{eventq.WithBudget(eventq.NewBudget(1)), eventq.WithGapDelay(100 * time.Millisecond)})
+	now := time.Now()
+	for seq := uint64(1); seq <= 3; seq++ {
+		pl.qs["pbx1"].Event(sess, seq, now, msg("Event", "Newstate"))
+	}
+	select {
+	case m := <-metas:
+		var g map[string]any
+		if err := json.Unmarshal(m.Data, &g); err != nil {
+			t.Fatal(err)
+		}
+		if g["type"] != "gap" || g["first_seq"] != 1.0 || g["last_seq"] != 3.0 || g["count"] != 3.0 || g["reason"] != "buffer_full" {
+			t.Fatalf("marker %s, want the gap of seqs 1-3", m.Data)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no gap marker published while the PBX was silent")
+	}
+	if err := pl.pub.Drain(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -195,12 +195,20 @@ func (w *worker) run(ctx context.Context) {
 			return // the queue is closed and all it held is stored
 		}
 		var notify <-chan struct{}
+		var gapDue <-chan time.Time
 		if !w.qclosed {
 			notify = w.q.Notify()
+			// Drops after the last event taken: come back for their gap
+			// marker when the queue will hand it out on its own.
+			if at, ok := w.q.GapPending(); ok {
+				timer.Reset(time.Until(at))
+				gapDue = timer.C
+			}
 		}
 		select {
 		case <-w.wake:
 		case <-notify:
+		case <-gapDue:
 		case <-ctx.Done():
 		}
 	}
