@@ -20,6 +20,7 @@ import (
 	"github.com/amibus/amibus/pkg/daemon"
 	"github.com/amibus/amibus/pkg/httpserver"
 	"github.com/amibus/amibus/pkg/natsconn"
+	"github.com/amibus/amibus/pkg/session"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
@@ -57,7 +58,9 @@ func serve(env *daemon.Env) error {
 	}
 	name := cfg.NATS.Name
 	if name == "" {
-		name = "ami-actor"
+		// As ami-ingest's: replicas are told apart in the server's
+		// connection list by the process instance.
+		name = "ami-actor-" + session.ProcessInstance()
 	}
 	nc, err := natsconn.Connect(url, cfg.NATS, name, log)
 	if err != nil {
