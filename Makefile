@@ -33,7 +33,9 @@ lint: fmt-check vet
 ## test: formatting, vet, the whole suite with the race detector (the container
 ## suite in test/integration runs when a Docker engine answers), and the chart checks
 test: fmt-check vet
+	@docker info >/dev/null 2>&1 || echo '*** no Docker engine answers (docker info): the container suite in test/integration skips itself ***'
 	TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -race -count=1 -timeout 30m ./...
+	@docker info >/dev/null 2>&1 || echo '*** reminder: the container suite (test/integration) was skipped: no Docker engine ***'
 	$(MAKE) chart-check
 
 ## chart-check: helm lint, helm template, strict decode of every manifest (own Go module)
