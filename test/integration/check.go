@@ -205,6 +205,9 @@ func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 	if conns, err = c.ingestConns(ctx); err != nil {
 		c.t.Fatal(err)
 	}
+	if n := c.Tail.Resets(); n > 0 {
+		c.t.Logf("the stream tail's consumer stalled and was re-created %d times", n)
+	}
 	var tailErrs []error
 	c.Tail.Read(func(v View) { tailErrs = v.Errors() })
 	for _, e := range tailErrs {

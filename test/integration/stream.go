@@ -13,14 +13,22 @@ import (
 
 // Tail reads a stream from its first message, in order, for as long as it
 // runs, and keeps every record. Tests wait on it for a condition over what
-// was stored; nothing polls: every batch of messages wakes the waiters.
+// was stored: every batch of messages wakes the waiters. Only its watchdog
+// looks at the stream on a timer, to replace a consumer that stalled.
 type Tail struct {
 	prefix string
-	cc     jetstream.ConsumeContext
+	js     jetstream.JetStream
+	stream string
+	stop   context.CancelFunc // ends the watchdog
+	wdone  chan struct{}      // closed when the watchdog returned
 
-	mu     sync.Mutex
-	recs   []Record
-	byNode map[string][]int // indexes into recs
+	mu      sync.Mutex
+	cc      jetstream.ConsumeContext
+	lastSeq uint64    // stream sequence of the last message handled
+	lastAt  time.Time // when it was handled
+	resets  int       // consumers re-created by the watchdog
+	recs    []Record
+	byNode  map[string][]int // indexes into recs
 	// open is each node's session that started and has not ended, by
 	// its session_start; covered is, per session, the highest seq stored
 	// or marked missing by a gap.
@@ -38,26 +46,103 @@ const maxTailErrors = 100
 // resumes after the last message it delivered, so the tail neither skips
 // nor repeats a message.
 func StartTail(ctx context.Context, js jetstream.JetStream, stream, prefix string) (*Tail, error) {
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	t := &Tail{prefix: prefix, js: js, stream: stream, byNode: map[string][]int{}, open: map[string]Record{},
+		covered: map[string]uint64{}, changed: make(chan struct{}), wdone: make(chan struct{})}
+	cc, err := t.consume(ctx, 1)
 	if err != nil {
-		return nil, fmt.Errorf("ordered consumer on %s: %w", stream, err)
+		return nil, err
 	}
-	t := &Tail{prefix: prefix, byNode: map[string][]int{}, open: map[string]Record{}, covered: map[string]uint64{},
-		changed: make(chan struct{})}
-	cc, err := cons.Consume(t.handle)
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", stream, err)
-	}
-	t.cc = cc
+	t.cc, t.lastAt = cc, time.Now()
+	wctx, stop := context.WithCancel(context.Background())
+	t.stop = stop
+	go t.watchdog(wctx)
 	return t, nil
 }
 
-// Stop stops the consumer and waits until no handler runs.
+// consume starts an ordered consumer at stream sequence from.
+func (t *Tail) consume(ctx context.Context, from uint64) (jetstream.ConsumeContext, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	}
+	cons, err := t.js.OrderedConsumer(ctx, t.stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s: %w", t.stream, err)
+	}
+	cc, err := cons.Consume(t.handle)
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", t.stream, err)
+	}
+	return cc, nil
+}
+
+// Tail's watchdog: how long the tail may see nothing while the stream
+// grows before its consumer is re-created.
+const (
+	tailStall = 10 * time.Second
+	tailCheck = 2 * time.Second
+)
+
+// watchdog re-creates the consumer after the last message handled when it
+// has delivered nothing for tailStall while the stream holds more. nats.go's
+// ordered consumer re-creates itself after a server failure, but a re-create
+// that fails during a stream leader election can leave it delivering nothing
+// for good (seen once in the NATS-server-killed scenario); the test must
+// measure amibus, not that. It checks every tailCheck: there is no event
+// to wait for when a consumer silently stops.
+func (t *Tail) watchdog(ctx context.Context) {
+	defer close(t.wdone)
+	tick := time.NewTicker(tailCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		last, at := t.lastSeq, t.lastAt
+		t.mu.Unlock()
+		if time.Since(at) < tailStall {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, tailCheck)
+		s, err := t.js.Stream(ictx, t.stream)
+		if err != nil || s.CachedInfo().State.LastSeq <= last {
+			cancel()
+			continue
+		}
+		cc, err := t.consume(ictx, last+1)
+		cancel()
+		if err != nil {
+			continue
+		}
+		t.mu.Lock()
+		old := t.cc
+		t.cc, t.lastAt = cc, time.Now()
+		t.resets++
+		t.mu.Unlock()
+		old.Stop()
+	}
+}
+
+// Resets reports how many times the watchdog re-created the consumer.
+func (t *Tail) Resets() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.resets
+}
+
+// Stop stops the watchdog and the consumer, and waits until no handler
+// runs.
 func (t *Tail) Stop() {
-	t.cc.Stop()
-	<-t.cc.Closed()
+	t.stop()
+	<-t.wdone
+	t.mu.Lock()
+	cc := t.cc
+	t.mu.Unlock()
+	cc.Stop()
+	<-cc.Closed()
 }
 
 func (t *Tail) handle(m jetstream.Msg) {
@@ -68,6 +153,15 @@ func (t *Tail) handle(m jetstream.Msg) {
 		rec, err = parseRecord(md.Sequence.Stream, m.Subject(), m.Headers().Get(nats.MsgIdHdr), m.Data(), now)
 	}
 	t.mu.Lock()
+	if err == nil {
+		if rec.StreamSeq <= t.lastSeq {
+			// A re-created consumer can overlap the old one's last
+			// deliveries: each stream message is kept once.
+			t.mu.Unlock()
+			return
+		}
+		t.lastSeq, t.lastAt = rec.StreamSeq, now
+	}
 	if err != nil {
 		if len(t.errs) < maxTailErrors {
 			t.errs = append(t.errs, err)
