@@ -41,7 +41,10 @@ const (
 	// rare huge event does not pin a huge buffer forever.
 	maxPooledSize = 64 << 10
 
-	minRing = 64
+	// minRing is a new queue's ring (items, a power of two). Small: most
+	// nodes of a large fleet are quiet, and at 1000 nodes every item slot
+	// (about 250 bytes) costs 250 KB; a busy node's ring doubles as needed.
+	minRing = 8
 	// shrinkRing: an empty ring larger than this may be given back to the
 	// GC (see shrinkLocked).
 	shrinkRing = 4096
