@@ -485,8 +485,12 @@ func (s *state) apply(e jetstream.KeyValueEntry) bool {
 		return false // another configuration's node
 	}
 	rev := e.Revision()
-	s.m.log.Debug("lease entry", zap.String("node", node), zap.Uint64("revision", rev), zap.String("op", e.Operation().String()),
-		zap.ByteString("value", e.Value()), zap.Uint64("view_revision", s.view[node].rev), zap.String("view_owner", s.view[node].owner))
+	// Every renewal of every replica passes here: build the fields only
+	// when debug logging is on.
+	if ce := s.m.log.Check(zap.DebugLevel, "lease entry"); ce != nil {
+		ce.Write(zap.String("node", node), zap.Uint64("revision", rev), zap.String("op", e.Operation().String()),
+			zap.ByteString("value", e.Value()), zap.Uint64("view_revision", s.view[node].rev), zap.String("view_owner", s.view[node].owner))
+	}
 	if rev <= s.view[node].rev {
 		return false // our own write, already recorded
 	}

@@ -72,9 +72,9 @@ type state struct {
 	view   map[string]viewEntry // cap: one entry per configured node
 	peers  map[string]struct{}  // other live instances; cap maxPeers
 	leases map[string]*lease    // cap: one per configured node
-	// creating holds, per node, when a Create whose outcome is unknown
-	// (its answer timed out) was sent: if the watch shows it stored, the
-	// lease is ours and lives at least until then + TTL. Cap: one per
+	// creating holds, per node, when a Create that returned an error was
+	// sent (it may still have been stored): if the watch shows it stored,
+	// the lease is ours and lives at least until then + TTL. Cap: one per
 	// configured node.
 	creating map[string]time.Time
 	// done carries Release completions. Cap len(nodes): there is at most

@@ -47,12 +47,15 @@ const maxTailErrors = 100
 // nor repeats a message.
 func StartTail(ctx context.Context, js jetstream.JetStream, stream, prefix string) (*Tail, error) {
 	t := &Tail{prefix: prefix, js: js, stream: stream, byNode: map[string][]int{}, open: map[string]Record{},
-		covered: map[string]uint64{}, changed: make(chan struct{}), wdone: make(chan struct{})}
+		covered: map[string]uint64{}, changed: make(chan struct{}), wdone: make(chan struct{}), lastAt: time.Now()}
 	cc, err := t.consume(ctx, 1)
 	if err != nil {
 		return nil, err
 	}
-	t.cc, t.lastAt = cc, time.Now()
+	// The handler may already run: cc is shared with it under mu.
+	t.mu.Lock()
+	t.cc = cc
+	t.mu.Unlock()
 	wctx, stop := context.WithCancel(context.Background())
 	t.stop = stop
 	go t.watchdog(wctx)
