@@ -1,27 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"go.uber.org/goleak"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
@@ -29,30 +22,7 @@ import (
 // process, as an operator or Kubernetes would.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ami-actor-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "ami-actor")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	code := 1
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "go build:", err)
-	} else {
-		code = m.Run()
-		if code == 0 {
-			if err := goleak.Find(); err != nil {
-				fmt.Fprintln(os.Stderr, "goleak:", err)
-				code = 1
-			}
-		}
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithBinary(m, ".", "ami-actor", &binary) }
 
 // waitLimit bounds waits that should end promptly, generous for a busy
 // machine; reaching it fails the test.
@@ -109,25 +79,18 @@ actor:
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, binary, c.args(t)...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			start := time.Now()
-			err := cmd.Run()
-			took := time.Since(start)
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-				t.Fatalf("exit: %v, want exit code 2\n%s", err, stderr.String())
+			p := testenv.Run(t, binary, nil, nil, c.args(t)...)
+			code, took := p.Wait(waitLimit)
+			if code != 2 {
+				t.Fatalf("exit code %d, want 2\n%s", code, p.Stderr())
 			}
 			// "Within a second" on an idle machine; the bound is loose
 			// for a shared one, and the time is logged.
-			t.Logf("exited in %v: %s", took, strings.TrimSpace(stderr.String()))
+			t.Logf("exited in %v: %s", took, p.Stderr())
 			if took > 5*time.Second {
 				t.Errorf("took %v to refuse a bad configuration", took)
 			}
-			out := stderr.String()
+			out := p.Stderr()
 			for _, w := range c.want {
 				if !strings.Contains(out, w) {
 					t.Errorf("stderr does not say %q:\n%s", w, out)
@@ -142,31 +105,13 @@ actor:
 	}
 }
 
-// logLine is the part of a JSON log line the tests read.
-type logLine struct {
-	Msg  string `json:"msg"`
-	HTTP string `json:"http"`
-}
-
 // TestSIGTERMGracefulShutdown runs the binary against an embedded NATS
 // server and a simulated PBX, sends SIGTERM while a request is in flight,
 // and checks that the request still gets the PBX's answer, the AMI session
 // logs off, and the process exits 0.
 func TestSIGTERMGracefulShutdown(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if !ns.ReadyForConnections(waitLimit) {
-		t.Fatal("nats-server not ready")
-	}
-	sim, err := amisim.Start(amisim.Config{Node: "pbx1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
+	sim := testenv.StartSim(t, amisim.Config{Node: "pbx1"})
 	path := writeConfig(t, fmt.Sprintf(`nats:
   url: %s
 nodes:
@@ -183,62 +128,15 @@ session:
   backoff_max: 100ms
 `, ns.ClientURL(), sim.Addr()))
 
-	cmd := exec.Command(binary, "--config", path)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := testenv.Run(t, binary, nil, nil, "--config", path)
+	var started struct {
+		HTTP string `json:"http"`
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if line := p.WaitLine(`"http":"`); json.Unmarshal([]byte(line), &started) != nil || started.HTTP == "" {
+		t.Fatalf("no HTTP address in %s", line)
 	}
-	exited := make(chan error, 1)
-	var lines []logLine
-	var linesMu sync.Mutex
-	serving := make(chan string, 1) // the HTTP address, once subscribed
-	var scanDone sync.WaitGroup
-	scanDone.Add(1)
-	go func() {
-		defer scanDone.Done()
-		httpAddr := ""
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var l logLine
-			if json.Unmarshal(sc.Bytes(), &l) != nil {
-				l.Msg = "not JSON: " + sc.Text()
-			}
-			linesMu.Lock()
-			lines = append(lines, l)
-			linesMu.Unlock()
-			if l.HTTP != "" {
-				httpAddr = l.HTTP
-			}
-			if l.Msg == "ami-actor serving" {
-				serving <- httpAddr
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	go func() {
-		scanDone.Wait() // Wait must follow the reads of the pipe
-		exited <- cmd.Wait()
-	}()
-	waited := false
-	defer func() {
-		if !waited {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-
-	var httpAddr string
-	select {
-	case httpAddr = <-serving:
-	case err := <-exited:
-		waited = true
-		t.Fatalf("exited before serving: %v", err)
-	case <-time.After(waitLimit):
-		t.Fatal("never logged that it serves")
-	}
+	httpAddr := started.HTTP
+	p.WaitLine(`"msg":"ami-actor serving"`)
 	resp, err := http.Get("http://" + httpAddr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -248,11 +146,7 @@ session:
 		t.Fatalf("/readyz: %s", resp.Status)
 	}
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.ClientURL())
 	if err := sim.WaitUntil(ctxLimit(t), func() bool { return sim.ActiveSessions("ami2") == 1 }); err != nil {
 		t.Fatalf("the actor never logged in: %v", err)
 	}
@@ -304,9 +198,7 @@ session:
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	p.Signal(syscall.SIGTERM)
 	msg, err := sub.NextMsg(waitLimit)
 	if err != nil {
 		t.Fatalf("the in-flight request got no reply: %v", err)
@@ -317,32 +209,20 @@ session:
 	if err := json.Unmarshal(msg.Data, &r); err != nil || !r.OK {
 		t.Fatalf("in-flight request: %s, want the PBX's answer", msg.Data)
 	}
-	select {
-	case err := <-exited:
-		waited = true
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want 0", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("still running after SIGTERM")
+	if code, _ := p.Wait(waitLimit); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0\n%s", code, p.Stderr())
 	}
 	if err := sim.WaitUntil(ctxLimit(t), func() bool { return sim.ActiveSessions("ami2") == 0 }); err != nil {
 		t.Errorf("the AMI session was not closed: %v", err)
 	}
-	linesMu.Lock()
-	defer linesMu.Unlock()
-	var msgs []string
-	for _, l := range lines {
-		msgs = append(msgs, l.Msg)
-	}
-	all := strings.Join(msgs, "\n")
+	all := p.Stderr()
 	for _, want := range []string{"signal received", "stopped serving AMI actions", "ami-actor stopped"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("log lacks %q:\n%s", want, all)
 		}
 	}
 	if strings.Contains(all, "amisecret") {
-		t.Error("a secret is in the log")
+		t.Errorf("a secret is in the log:\n%s", all)
 	}
 }
 

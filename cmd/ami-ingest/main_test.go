@@ -3,22 +3,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,9 +19,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
@@ -38,155 +30,7 @@ const waitLimit = 30 * time.Second
 // binary is ami-ingest, built once by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ami-ingest-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "ami-ingest")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building ami-ingest:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// proc is one run of the binary. Its stderr is read line by line as it
-// comes, so a test can wait for a line instead of sleeping.
-type proc struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	exit  chan struct{} // closed when the process has exited
-	err   error         // of Wait, set before exit is closed
-	start time.Time
-
-	mu      sync.Mutex
-	lines   []string
-	changed chan struct{} // capacity 1
-	readers sync.WaitGroup
-}
-
-// runBinary starts the binary with args; stderr, when not nil, replaces the
-// captured stderr (the blocked-stderr test).
-func runBinary(t *testing.T, env []string, stderr *os.File, args ...string) *proc {
-	t.Helper()
-	p := &proc{t: t, exit: make(chan struct{}), changed: make(chan struct{}, 1)}
-	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	if stderr != nil {
-		p.cmd.Stderr = stderr
-	} else {
-		r, err := p.cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.readers.Add(1)
-		go p.read(r)
-	}
-	p.start = time.Now()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.readers.Wait() // Wait closes the pipe: read it to its end first
-		p.err = p.cmd.Wait()
-		close(p.exit)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exit:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exit
-		}
-	})
-	return p
-}
-
-func (p *proc) read(r io.Reader) {
-	defer p.readers.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		p.mu.Lock()
-		p.lines = append(p.lines, sc.Text())
-		p.mu.Unlock()
-		select {
-		case p.changed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (p *proc) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-// waitLine waits for a stderr line containing s and returns it.
-func (p *proc) waitLine(s string) string {
-	p.t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	seen := 0
-	for {
-		p.mu.Lock()
-		lines := p.lines[seen:]
-		seen = len(p.lines)
-		p.mu.Unlock()
-		for _, l := range lines {
-			if strings.Contains(l, s) {
-				return l
-			}
-		}
-		select {
-		case <-p.changed:
-		case <-p.exit:
-			p.mu.Lock()
-			done := seen == len(p.lines)
-			p.mu.Unlock()
-			if done {
-				p.t.Fatalf("exited (%v) before logging %q; stderr:\n%s", p.err, s, p.stderr())
-			}
-		case <-deadline.C:
-			p.t.Fatalf("no stderr line with %q; stderr:\n%s", s, p.stderr())
-		}
-	}
-}
-
-// wait waits for the exit and returns the exit code and the time since
-// start.
-func (p *proc) wait(within time.Duration) (int, time.Duration) {
-	p.t.Helper()
-	select {
-	case <-p.exit:
-	case <-time.After(within):
-		p.t.Fatalf("still running after %v; stderr:\n%s", within, p.stderr())
-	}
-	elapsed := time.Since(p.start)
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode(), elapsed
-	}
-	if p.err != nil {
-		p.t.Fatal(p.err)
-	}
-	return 0, elapsed
-}
-
-func (p *proc) signal(sig os.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatal(err)
-	}
-}
+func TestMain(m *testing.M) { testenv.MainWithBinary(m, ".", "ami-ingest", &binary) }
 
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
@@ -195,59 +39,6 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func startNATS(t *testing.T, dir string, opts *server.Options) *server.Server {
-	t.Helper()
-	if opts == nil {
-		opts = &server.Options{}
-	}
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.JetStream, opts.StoreDir = true, dir
-	opts.NoLog, opts.NoSigs = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	return srv
-}
-
-func startSim(t *testing.T, cfg amisim.Config) *amisim.Server {
-	t.Helper()
-	s, err := amisim.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-func waitSim(t *testing.T, s *amisim.Server, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := s.WaitUntil(ctx, cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
 }
 
 // crashTrace matches what the Go runtime prints on a panic or fatal error.
@@ -295,9 +86,9 @@ func TestBadConfiguration(t *testing.T) {
 				args = append(args, "--config", writeFile(t, "ami.yaml", c.file))
 			}
 			args = append(args, c.args...)
-			p := runBinary(t, nil, nil, args...)
-			code, elapsed := p.wait(10 * time.Second)
-			stderr := p.stderr()
+			p := testenv.Run(t, binary, nil, nil, args...)
+			code, elapsed := p.Wait(10 * time.Second)
+			stderr := p.Stderr()
 			if code == 0 {
 				t.Fatalf("exit 0; stderr:\n%s", stderr)
 			}
@@ -317,61 +108,16 @@ func TestBadConfiguration(t *testing.T) {
 	}
 }
 
-// counter keeps the core NATS messages of a subscription and signals each
-// one.
-type counter struct {
-	mu   sync.Mutex
-	msgs []*nats.Msg
-	wake chan struct{}
-}
+// counter keeps the core NATS messages of a subscription and wakes the
+// test at each one.
+type counter struct{ testenv.Log[*nats.Msg] }
 
 // subscribe starts a counter on subject.
 func subscribe(t *testing.T, nc *nats.Conn, subject string) *counter {
 	t.Helper()
-	c := &counter{wake: make(chan struct{}, 1)}
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		c.mu.Lock()
-		c.msgs = append(c.msgs, m)
-		c.mu.Unlock()
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	c := new(counter)
+	testenv.Subscribe(t, nc, subject, func(m *nats.Msg) { c.Add(m) })
 	return c
-}
-
-func (c *counter) all() []*nats.Msg {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*nats.Msg(nil), c.msgs...)
-}
-
-func (c *counter) until(t *testing.T, what string, cond func(msgs []*nats.Msg) bool) {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		ok := cond(c.msgs)
-		n := len(c.msgs)
-		c.mu.Unlock()
-		if ok {
-			return
-		}
-		select {
-		case <-c.wake:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s (%d messages)", what, n)
-		}
-	}
 }
 
 func hasMeta(msgs []*nats.Msg, node, typ string) bool {
@@ -394,8 +140,8 @@ func TestSecretNeverLogged(t *testing.T) {
 		natsTok  = "n4ts-t0ken-value"
 		amiRight = "amisecret"
 	)
-	sim := startSim(t, amisim.Config{Node: "pbx", AuthFailDelay: time.Millisecond})
-	ns := startNATS(t, t.TempDir(), &server.Options{Authorization: natsTok})
+	sim := testenv.StartSim(t, amisim.Config{Node: "pbx", AuthFailDelay: time.Millisecond})
+	ns := testenv.StartNATS(t, testenv.ServerOptions(func(o *server.Options) { o.Authorization = natsTok }))
 	secretFile := writeFile(t, "secret", amiRight+"\n")
 	cfg := fmt.Sprintf(`nats:
   url: %s
@@ -420,31 +166,27 @@ nodes:
     username: ami
     auth: md5
     secret_file: %s
-`, ns.ClientURL(), freeAddr(t), sim.Addr(), wrong, sim.Addr(), sim.Addr(), secretFile)
-	nc, err := nats.Connect(ns.ClientURL(), nats.Token(natsTok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+`, ns.ClientURL(), testenv.DeadAddr(t), sim.Addr(), wrong, sim.Addr(), sim.Addr(), secretFile)
+	nc := testenv.Connect(t, ns.ClientURL(), nats.Token(natsTok))
 	msgs := subscribe(t, nc, "ami.events.>")
 
-	p := runBinary(t, []string{"TEST_AMI_SECRET=" + amiRight, "TEST_NATS_TOKEN=" + natsTok}, nil,
+	p := testenv.Run(t, binary, []string{"TEST_AMI_SECRET=" + amiRight, "TEST_NATS_TOKEN=" + natsTok}, nil,
 		"--config", writeFile(t, "ami.yaml", cfg), "--log-level", "debug")
-	waitSim(t, sim, "two refused logins", func() bool { return sim.Stats().LoginFailures >= 2 })
-	msgs.until(t, "both good nodes publishing", func(m []*nats.Msg) bool {
+	testenv.WaitSim(t, sim, "two refused logins", func() bool { return sim.Stats().LoginFailures >= 2 })
+	msgs.WaitFor(t, "both good nodes publishing", func(m []*nats.Msg) bool {
 		return hasMeta(m, "env", "snapshot") && hasMeta(m, "md5", "snapshot")
 	})
 	// The connection is named for the binary and the instance that the
 	// markers record as owner.
 	var start struct{ Owner string }
-	for _, m := range msgs.all() {
+	for _, m := range msgs.All() {
 		if m.Subject == "ami.events.env._meta" && bytes.Contains(m.Data, []byte(`"session_start"`)) {
 			if err := json.Unmarshal(m.Data, &start); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	connz, err := ns.Connz(&server.ConnzOptions{})
+	connz, err := ns.Server().Connz(&server.ConnzOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,12 +197,12 @@ nodes:
 	if start.Owner == "" || !slices.Contains(names, "ami-ingest-"+start.Owner) {
 		t.Fatalf("connection names %q, owner %q: want ami-ingest-<owner>", names, start.Owner)
 	}
-	p.waitLine("PBX refused the login")
-	p.signal(syscall.SIGTERM)
-	if code, _ := p.wait(waitLimit); code != 0 {
-		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.stderr())
+	p.WaitLine("PBX refused the login")
+	p.Signal(syscall.SIGTERM)
+	if code, _ := p.Wait(waitLimit); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.Stderr())
 	}
-	stderr := p.stderr()
+	stderr := p.Stderr()
 	if !strings.Contains(stderr, `"level":"debug"`) && !strings.Contains(stderr, `"level":"info"`) {
 		t.Fatalf("no log lines at all:\n%s", stderr)
 	}
@@ -482,7 +224,7 @@ nodes:
 		}
 	}
 	noCrash(t, stderr)
-	if hasMeta(msgs.all(), "wrong", "session_start") {
+	if hasMeta(msgs.All(), "wrong", "session_start") {
 		t.Fatal("a session started with the wrong secret")
 	}
 }
@@ -517,36 +259,6 @@ func blockedPipe(t *testing.T) (r, w *os.File) {
 	return r, w
 }
 
-func scrape(t *testing.T, addr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for name, f := range fams {
-		for _, m := range f.Metric {
-			key := name
-			for _, l := range m.Label {
-				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[key] = m.Gauge.GetValue()
-			}
-		}
-	}
-	return out
-}
-
 // TestBlockedStderr: stderr is a pipe that nobody reads and that is full
 // from the start, while a misconfigured node fails its login thousands of
 // times (one log line each) and a good node receives events. Events keep
@@ -554,9 +266,9 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 // lost lines are counted in ami_log_lines_dropped_total, and SIGTERM still
 // ends the process cleanly.
 func TestBlockedStderr(t *testing.T) {
-	sim := startSim(t, amisim.Config{Node: "pbx", AuthFailDelay: time.Microsecond})
-	ns := startNATS(t, t.TempDir(), nil)
-	httpAddr := freeAddr(t)
+	sim := testenv.StartSim(t, amisim.Config{Node: "pbx", AuthFailDelay: time.Microsecond})
+	ns := testenv.StartNATS(t)
+	httpAddr := testenv.DeadAddr(t)
 	var bad strings.Builder
 	for i := 0; i < 6; i++ {
 		fmt.Fprintf(&bad, "  - name: bad%d\n    address: %s\n    username: ami\n    secret: wrong\n", i, sim.Addr())
@@ -575,34 +287,30 @@ nodes:
     username: ami
     secret: amisecret
 %s`, ns.ClientURL(), httpAddr, sim.Addr(), bad.String())
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := testenv.Connect(t, ns.ClientURL())
 	events := subscribe(t, nc, "ami.events.good.*")
 
 	_, w := blockedPipe(t)
-	p := runBinary(t, nil, w, "--config", writeFile(t, "ami.yaml", cfg))
+	p := testenv.Run(t, binary, nil, w, "--config", writeFile(t, "ami.yaml", cfg))
 	// Every refused login is one log line: past the logger's queue
 	// (4096 lines) plus what one blocked write holds, lines are dropped.
 	const failures = 6000
-	waitSim(t, sim, "refused logins", func() bool { return sim.Stats().LoginFailures >= failures })
+	testenv.WaitSim(t, sim, "refused logins", func() bool { return sim.Stats().LoginFailures >= failures })
 	// Each refused login also sends the good session an InvalidPassword
 	// event (it reads the security class), and the PBX adds traffic.
 	sim.EmitEvents(2000, 0)
 	const wantEvents = 5000
-	events.until(t, "events flowing with stderr blocked", func(m []*nats.Msg) bool { return len(m) >= wantEvents })
+	events.WaitFor(t, "events flowing with stderr blocked", func(m []*nats.Msg) bool { return len(m) >= wantEvents })
 
-	m := scrape(t, httpAddr)
+	m := testenv.Scrape(t, httpAddr)
 	if d := m["ami_log_lines_dropped_total"]; d < failures-4096-100 {
 		t.Fatalf("ami_log_lines_dropped_total %v after %d refused logins", d, failures)
 	}
 	if pub := m["ami_events_published_total{node=good}"]; pub < wantEvents {
 		t.Fatalf("ami_events_published_total{node=good} %v", pub)
 	}
-	p.signal(syscall.SIGTERM)
-	if code, _ := p.wait(waitLimit); code != 0 {
+	p.Signal(syscall.SIGTERM)
+	if code, _ := p.Wait(waitLimit); code != 0 {
 		t.Fatalf("exit %d after SIGTERM with stderr blocked", code)
 	}
 }
@@ -634,9 +342,9 @@ func parseLine(t *testing.T, l string) logLine {
 // and the stream, opened from the data directory afterwards, holds exactly
 // those events, numbered 1..N with no hole, and the session_end marker.
 func TestGracefulDrain(t *testing.T) {
-	sim := startSim(t, amisim.Config{Node: "pbx1"})
+	sim := testenv.StartSim(t, amisim.Config{Node: "pbx1"})
 	dataDir := t.TempDir()
-	natsAddr := freeAddr(t)
+	natsAddr := testenv.DeadAddr(t)
 	cfg := fmt.Sprintf(`nats:
   embedded:
     listen: %s
@@ -647,10 +355,10 @@ nodes:
     address: %s
     username: ami
     secret: amisecret
-`, natsAddr, freeAddr(t), sim.Addr())
-	p := runBinary(t, nil, nil, "--config", writeFile(t, "ami.yaml", cfg), "--data-dir", dataDir)
-	p.waitLine("stream ready")
-	waitSim(t, sim, "the session's snapshot action", func() bool {
+`, natsAddr, testenv.DeadAddr(t), sim.Addr())
+	p := testenv.Run(t, binary, nil, nil, "--config", writeFile(t, "ami.yaml", cfg), "--data-dir", dataDir)
+	p.WaitLine("stream ready")
+	testenv.WaitSim(t, sim, "the session's snapshot action", func() bool {
 		for _, a := range sim.Received() {
 			if a.Name == "CoreShowChannels" {
 				return true
@@ -665,14 +373,14 @@ nodes:
 		defer close(flood)
 		sim.EmitEvents(6000, 0)
 	}()
-	waitSim(t, sim, "the flood under way", func() bool { return sim.SentEventCount() >= base+2000 })
-	p.signal(syscall.SIGTERM)
-	code, _ := p.wait(waitLimit)
+	testenv.WaitSim(t, sim, "the flood under way", func() bool { return sim.SentEventCount() >= base+2000 })
+	p.Signal(syscall.SIGTERM)
+	code, _ := p.Wait(waitLimit)
 	<-flood
 	if code != 0 {
-		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.stderr())
+		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.Stderr())
 	}
-	stderr := p.stderr()
+	stderr := p.Stderr()
 	noCrash(t, stderr)
 	var sum *logLine
 	for _, l := range strings.Split(stderr, "\n") {
@@ -692,12 +400,8 @@ nodes:
 	}
 
 	// The stream as stored in the data directory.
-	srv := startNATS(t, dataDir, nil)
-	nc2, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
+	srv := testenv.StartNATS(t, testenv.StoreDir(dataDir))
+	nc2 := testenv.Connect(t, srv.ClientURL())
 	js, _ := jetstream.New(nc2)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -757,8 +461,8 @@ nodes:
 // out the drain deadline (a minute here); a second SIGTERM ends the process
 // at once.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
-	sim := startSim(t, amisim.Config{Node: "pbx1"})
-	ns := startNATS(t, t.TempDir(), nil)
+	sim := testenv.StartSim(t, amisim.Config{Node: "pbx1"})
+	ns := testenv.StartNATS(t)
 	cfg := fmt.Sprintf(`nats:
   url: %s
 http:
@@ -770,36 +474,32 @@ nodes:
     address: %s
     username: ami
     secret: amisecret
-`, ns.ClientURL(), freeAddr(t), sim.Addr())
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
+`, ns.ClientURL(), testenv.DeadAddr(t), sim.Addr())
+	nc := testenv.Connect(t, ns.ClientURL())
 	msgs := subscribe(t, nc, "ami.events.pbx1.>")
-	p := runBinary(t, nil, nil, "--config", writeFile(t, "ami.yaml", cfg))
-	msgs.until(t, "the snapshot", func(m []*nats.Msg) bool { return hasMeta(m, "pbx1", "snapshot") })
+	p := testenv.Run(t, binary, nil, nil, "--config", writeFile(t, "ami.yaml", cfg))
+	msgs.WaitFor(t, "the snapshot", func(m []*nats.Msg) bool { return hasMeta(m, "pbx1", "snapshot") })
 	nc.Close()
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	ns.Stop()
 	base := sim.SentEventCount()
 	sim.EmitEvents(100, 0)
-	waitSim(t, sim, "events buffered", func() bool { return sim.SentEventCount() == base+100 })
+	testenv.WaitSim(t, sim, "events buffered", func() bool { return sim.SentEventCount() == base+100 })
 
-	p.signal(syscall.SIGTERM)
-	p.waitLine("signal received")
+	p.Signal(syscall.SIGTERM)
+	p.WaitLine("signal received")
 	select {
-	case <-p.exit:
-		t.Fatalf("exited after the first signal with NATS down and events buffered; stderr:\n%s", p.stderr())
+	case <-p.Exited():
+		t.Fatalf("exited after the first signal with NATS down and events buffered; stderr:\n%s", p.Stderr())
 	default:
 	}
 	second := time.Now()
-	p.signal(syscall.SIGTERM)
-	code, _ := p.wait(waitLimit)
+	p.Signal(syscall.SIGTERM)
+	code, _ := p.Wait(waitLimit)
 	if code == 0 {
 		t.Fatal("exit 0 after an interrupted drain")
 	}
 	if d := time.Since(second); d > 5*time.Second {
 		t.Fatalf("second signal took %v to end the process (drain deadline 1m)", d)
 	}
-	noCrash(t, p.stderr())
+	noCrash(t, p.Stderr())
 }

@@ -1,218 +1,32 @@
 // Command amidemo runs the whole amibus pipeline on one machine for `make run`:
 // a simulated PBX fleet with live calls (amisim), ami-ingest with its embedded
-// NATS server, and ami-actor, then prints a one-line live status until Ctrl-C.
+// NATS server, ami-actor and ami-state, then prints a one-line live status until Ctrl-C.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
-	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/amibus/amibus/internal/demo"
 )
 
 func main() {
-	bin := flag.String("bin", "bin", "directory holding amisim, ami-ingest and ami-actor")
-	nodes := flag.Int("nodes", 3, "simulated PBXs")
-	cps := flag.Float64("calls-per-second", 2, "simulated calls per second per PBX")
-	dataDir := flag.String("data-dir", "data", "JetStream storage of the embedded NATS server")
-	basePort := flag.Int("ami-port", 15038, "first simulated PBX port")
+	var o demo.Options
+	flag.StringVar(&o.Bin, "bin", "bin", "directory holding amisim, ami-ingest, ami-actor and ami-state")
+	flag.IntVar(&o.Nodes, "nodes", 3, "simulated PBXs")
+	flag.Float64Var(&o.CallsPerSecond, "calls-per-second", 2, "simulated calls per second per PBX")
+	flag.StringVar(&o.DataDir, "data-dir", "data", "JetStream storage of the embedded NATS server")
+	flag.IntVar(&o.AMIPort, "ami-port", 15038, "first simulated PBX port")
 	flag.Parse()
-	if err := run(*bin, *nodes, *cps, *dataDir, *basePort); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := demo.Run(ctx, o)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "amidemo:", err)
 		os.Exit(1)
 	}
-}
-
-func run(bin string, nodes int, cps float64, dataDir string, basePort int) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	cfgPath := filepath.Join(dataDir, "amidemo.yaml")
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(cfgPath, []byte(demoConfig(nodes, basePort, dataDir)), 0o600); err != nil {
-		return err
-	}
-	logDir := filepath.Join(dataDir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return err
-	}
-
-	var procs []*exec.Cmd
-	defer func() {
-		// Stop in reverse order so the ingest drains while NATS is still up.
-		for i := len(procs) - 1; i >= 0; i-- {
-			_ = procs[i].Process.Signal(syscall.SIGTERM)
-			_ = procs[i].Wait()
-		}
-	}()
-	start := func(name string, args ...string) error {
-		logf, err := os.Create(filepath.Join(logDir, name+".log"))
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command(filepath.Join(bin, name), args...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start %s: %w", name, err)
-		}
-		procs = append(procs, cmd)
-		return nil
-	}
-
-	if err := start("amisim", "--listen", fmt.Sprintf("127.0.0.1:%d", basePort),
-		"--nodes", fmt.Sprint(nodes), "--calls-per-second", fmt.Sprint(cps)); err != nil {
-		return err
-	}
-	if err := start("ami-ingest", "--config", cfgPath); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, "http://127.0.0.1:9090/readyz", 30*time.Second); err != nil {
-		return fmt.Errorf("ami-ingest not ready (see %s): %w", filepath.Join(logDir, "ami-ingest.log"), err)
-	}
-	if err := start("ami-actor", "--config", cfgPath); err != nil {
-		return err
-	}
-
-	fmt.Printf("amibus demo: %d simulated PBXs on 127.0.0.1:%d.., NATS on nats://127.0.0.1:4222, logs in %s\n", nodes, basePort, logDir)
-	fmt.Println("try:  go run github.com/nats-io/natscli/nats@v0.5.1 sub 'ami.events.>'")
-	fmt.Println("      go run github.com/nats-io/natscli/nats@v0.5.1 request ami.action.pbx1 '{\"action\":\"CoreShowChannels\"}'")
-	fmt.Println("Ctrl-C stops everything.")
-	return status(ctx, "http://127.0.0.1:9090/metrics")
-}
-
-func demoConfig(nodes, basePort int, dataDir string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "nats:\n  url: \"\"\n  embedded:\n    listen: 127.0.0.1:4222\n    data_dir: %q\n", filepath.Join(dataDir, "jetstream"))
-	// No http.listen: each binary takes its own default (ingest 9090, actor 9091).
-	b.WriteString("nodes:\n")
-	for i := 0; i < nodes; i++ {
-		fmt.Fprintf(&b, "  - name: pbx%d\n    address: 127.0.0.1:%d\n    username: ami\n    secret: amisecret\n    actor_username: ami2\n    actor_secret: amisecret2\n", i+1, basePort+i)
-	}
-	return b.String()
-}
-
-func waitReady(ctx context.Context, url string, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// status prints one refreshed line a second; a display refresh, not a
-// synchronisation, so a ticker is the right tool.
-func status(ctx context.Context, url string) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var prevRecv float64
-	prevAt := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			fmt.Println()
-			return nil
-		case <-t.C:
-		}
-		fams, err := scrape(url)
-		if err != nil {
-			fmt.Printf("\r%-100s", "ingest unreachable: "+err.Error())
-			continue
-		}
-		recv := sum(fams["ami_events_received_total"], "")
-		now := time.Now()
-		rate := (recv - prevRecv) / now.Sub(prevAt).Seconds()
-		prevRecv, prevAt = recv, now
-		line := fmt.Sprintf("events/s %6.0f | received %d published %d dropped %d |",
-			rate, int64(recv), int64(sum(fams["ami_events_published_total"], "")), int64(sum(fams["ami_events_dropped_total"], "")))
-		for _, n := range nodesOf(fams["ami_session_up"]) {
-			up := "down"
-			if sum(fams["ami_session_up"], n) == 1 {
-				up = "up"
-			}
-			line += fmt.Sprintf(" %s %s %d", n, up, int64(sum(fams["ami_events_published_total"], n)))
-		}
-		fmt.Printf("\r%-120s", line)
-	}
-}
-
-func scrape(url string) (map[string]*dto.MetricFamily, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, errors.New(resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
-}
-
-// sum adds a family's samples, of one node if node is not empty.
-func sum(f *dto.MetricFamily, node string) float64 {
-	if f == nil {
-		return 0
-	}
-	var s float64
-	for _, m := range f.Metric {
-		if node != "" && label(m, "node") != node {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			s += m.Counter.GetValue()
-		case m.Gauge != nil:
-			s += m.Gauge.GetValue()
-		}
-	}
-	return s
-}
-
-func nodesOf(f *dto.MetricFamily) []string {
-	if f == nil {
-		return nil
-	}
-	var out []string
-	for _, m := range f.Metric {
-		out = append(out, label(m, "node"))
-	}
-	sort.Strings(out)
-	return out
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.Label {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }

@@ -1,187 +1,20 @@
 // Command amisim runs simulated Asterisk AMI endpoints (pkg/amisim): one or
 // more nodes on consecutive ports, with optional live call traffic and a
-// raw event flood, until SIGINT or SIGTERM.
+// raw event flood, until SIGINT or SIGTERM. Its flags, run and control
+// endpoint are internal/simcmd.
 package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
-	"math"
 	"os"
 	"os/signal"
-	"sort"
-	"strings"
-	"sync"
 	"syscall"
-	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
-	"github.com/amibus/amibus/pkg/amisim"
+	"github.com/amibus/amibus/internal/simcmd"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr, nil))
-}
-
-// options are the command line.
-type options struct {
-	listen          string
-	nodes           int
-	users           string
-	callsPerSecond  float64
-	eventsPerSecond float64
-	callDuration    time.Duration
-	legacyCommand   bool
-	tlsCert, tlsKey string
-	nodePrefix      string
-	logLevel        string
-	ctl             controlFlags // control.go
-}
-
-func parse(args []string, stderr io.Writer) (options, error) {
-	var o options
-	fs := flag.NewFlagSet("amisim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:5038", "host:port of the first node (port 0: ephemeral ports)")
-	fs.IntVar(&o.nodes, "nodes", 1, "number of nodes, on consecutive ports")
-	fs.StringVar(&o.users, "users", "ami:amisecret,ami2:amisecret2", "AMI users, user:secret,...")
-	fs.Float64Var(&o.callsPerSecond, "calls-per-second", 0, "live calls started per second per node (about 85 events each); < 0: as fast as possible")
-	fs.Float64Var(&o.eventsPerSecond, "events-per-second", 0, "raw event flood per node; < 0: as fast as possible")
-	fs.DurationVar(&o.callDuration, "call-duration", 0, "length of a simulated call (default 3.007s, as recorded)")
-	fs.BoolVar(&o.legacyCommand, "legacy-command", false, "answer Command in the Asterisk 13 format")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate (PEM)")
-	fs.StringVar(&o.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
-	fs.StringVar(&o.nodePrefix, "node-prefix", "pbx", "node names are this prefix and 1..n")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	o.ctl.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if o.nodes < 1 {
-		return o, fmt.Errorf("--nodes: %d, want at least 1", o.nodes)
-	}
-	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return o, errors.New("--tls-cert and --tls-key go together")
-	}
-	return o, nil
-}
-
-// parseUsers reads user:secret,... The error never contains a secret.
-func parseUsers(s string) (map[string]string, error) {
-	users := map[string]string{}
-	for i, pair := range strings.Split(s, ",") {
-		u, secret, ok := strings.Cut(strings.TrimSpace(pair), ":")
-		if !ok || u == "" || secret == "" {
-			return nil, fmt.Errorf("--users: entry %d is not user:secret", i+1)
-		}
-		users[u] = secret
-	}
-	return users, nil
-}
-
-// run runs the fleet until ctx ends and returns the exit code. onReady,
-// when set, is called once the nodes listen.
-func run(ctx context.Context, args []string, stderr io.Writer, onReady func(*amisim.Fleet)) int {
-	o, err := parse(args, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(stderr, "amisim:", err)
-		return 2
-	}
-	var level zapcore.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		fmt.Fprintln(stderr, "amisim: --log-level:", err)
-		return 2
-	}
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
-		zapcore.Lock(zapcore.AddSync(stderr)), level))
-	defer func() { _ = log.Sync() }()
-	users, err := parseUsers(o.users)
-	if err != nil {
-		log.Error("bad flag", zap.Error(err))
-		return 2
-	}
-	cfg := amisim.Config{
-		Addr:          o.listen,
-		Users:         users,
-		LegacyCommand: o.legacyCommand,
-		CallDuration:  o.callDuration,
-		Node:          o.nodePrefix,
-		Logger:        log.Named("node"),
-		// A demo fleet runs for hours: record nothing unless asked.
-		RecordLimit: o.ctl.recordLimit,
-	}
-	if o.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
-		if err != nil {
-			log.Error("cannot load the TLS certificate", zap.String("cert", o.tlsCert), zap.Error(err))
-			return 1
-		}
-		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	fleet, err := amisim.StartFleet(o.nodes, cfg)
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		return 1
-	}
-	userNames := make([]string, 0, len(users))
-	for u := range users {
-		userNames = append(userNames, u)
-	}
-	sort.Strings(userNames)
-	addrs := make([]string, 0, o.nodes)
-	for _, s := range fleet.Servers() {
-		addrs = append(addrs, s.Node()+"="+s.Addr())
-	}
-	log.Info("amisim ready", zap.Strings("nodes", addrs), zap.Strings("users", userNames),
-		zap.Float64("calls_per_second", o.callsPerSecond), zap.Float64("events_per_second", o.eventsPerSecond),
-		zap.Bool("tls", cfg.TLSConfig != nil), zap.Bool("legacy_command", o.legacyCommand))
-
-	var wg sync.WaitGroup
-	for _, s := range fleet.Servers() {
-		if o.callsPerSecond != 0 {
-			s.StartTraffic(o.callsPerSecond)
-		}
-		if o.eventsPerSecond != 0 {
-			rate := o.eventsPerSecond
-			if rate < 0 {
-				rate = 0
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.EmitEvents(math.MaxInt, rate) // until the node closes
-			}()
-		}
-	}
-	stopControl, err := o.ctl.start(fleet, userNames, log)
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		_ = fleet.Close()
-		wg.Wait()
-		return 1
-	}
-	if onReady != nil {
-		onReady(fleet)
-	}
-	<-ctx.Done()
-	log.Info("stopping")
-	stopControl()
-	_ = fleet.Close()
-	wg.Wait()
-	log.Info("stopped")
-	return 0
+	os.Exit(simcmd.Run(ctx, os.Args[1:], os.Stderr, nil))
 }

@@ -64,9 +64,9 @@ func TestLint(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	r := mustRender(t, defaults)
 	checkRendered(t, r, "")
-	want := "apps/v1/Deployment amibus-actor, apps/v1/Deployment amibus-ingest, " +
-		"policy/v1/PodDisruptionBudget amibus-actor, policy/v1/PodDisruptionBudget amibus-ingest, " +
-		"v1/ConfigMap amibus-config, v1/Service amibus-actor, v1/Service amibus-ingest, v1/ServiceAccount amibus"
+	want := "apps/v1/Deployment amibus-actor, apps/v1/Deployment amibus-ingest, apps/v1/Deployment amibus-state, " +
+		"policy/v1/PodDisruptionBudget amibus-actor, policy/v1/PodDisruptionBudget amibus-ingest, policy/v1/PodDisruptionBudget amibus-state, " +
+		"v1/ConfigMap amibus-config, v1/Service amibus-actor, v1/Service amibus-ingest, v1/Service amibus-state, v1/ServiceAccount amibus"
 	if got := r.inventory(); got != want {
 		t.Errorf("rendered\n  %s\nwant\n  %s", got, want)
 	}
@@ -75,7 +75,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("ingest: %d replicas, strategy %s; want 1 and Recreate: without leases old and new pod must never overlap",
 			*ingest.Spec.Replicas, ingest.Spec.Strategy.Type)
 	}
-	for name, port := range map[string]int32{"amibus-ingest": binaries["ami-ingest"], "amibus-actor": binaries["ami-actor"]} {
+	for name, port := range map[string]int32{"amibus-ingest": binaries["ami-ingest"], "amibus-actor": binaries["ami-actor"], "amibus-state": binaries["ami-state"]} {
 		d := get[*appsv1.Deployment](t, r, "apps/v1/Deployment", name)
 		if got := d.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort; got != port {
 			t.Errorf("%s: port %d, want %d", name, got, port)
@@ -91,7 +91,7 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	cfg, keys := renderedConfig(t, r, "ami-ingest.yaml")
-	if want := []string{"actor", "http", "ingest", "log", "nats", "nodes", "stream"}; !slices.Equal(keys, want) {
+	if want := []string{"actor", "http", "ingest", "log", "nats", "nodes", "state", "stream"}; !slices.Equal(keys, want) {
 		t.Errorf("configuration keys %v, want %v", keys, want)
 	}
 	if cfg.NATS.URL != "nats://nats:4222" || cfg.NATS.SubjectPrefix != "ami" || cfg.NATS.Token != "" {
@@ -109,6 +109,16 @@ func TestDefaults(t *testing.T) {
 	actorCfg, _ := renderedConfig(t, r, "ami-actor.yaml")
 	if actorCfg.HTTP.Listen != "0.0.0.0:9091" || actorCfg.Actor.QueueGroup != "ami-actor" {
 		t.Errorf("actor: http.listen %q, queue_group %q", actorCfg.HTTP.Listen, actorCfg.Actor.QueueGroup)
+	}
+	// ami-state's defaults are internal/config's (docs/state.md).
+	stateCfg, _ := renderedConfig(t, r, "ami-state.yaml")
+	wantState := cfg.State
+	wantState.Bucket, wantState.Replicas, wantState.Storage, wantState.History = "ami_state", 1, "file", 1
+	wantState.FlushInterval, wantState.MaxRequestBytes, wantState.MaxReplayEvents = "50ms", 4096, 2000000
+	wantState.HA.Enabled, wantState.HA.Bucket, wantState.HA.TTL = true, "ami_state_owners", "10s"
+	if stateCfg.HTTP.Listen != "0.0.0.0:9092" || stateCfg.State != wantState || cfg.State != wantState {
+		t.Errorf("state: http.listen %q, state %s (ingest's file: %s), want %s",
+			stateCfg.HTTP.Listen, jsonString(stateCfg.State), jsonString(cfg.State), jsonString(wantState))
 	}
 }
 
@@ -150,11 +160,19 @@ func TestHAValues(t *testing.T) {
 			t.Errorf("NOTES.txt does not name the Secret key %s the pods need:\n%s", k, r.notes)
 		}
 	}
-	// The two programs read the same configuration but for their HTTP port.
-	actorCfg, _ := renderedConfig(t, r, "ami-actor.yaml")
-	actorCfg.HTTP.Listen = cfg.HTTP.Listen
-	if jsonString(actorCfg) != jsonString(cfg) {
-		t.Errorf("ingest and actor configurations differ beyond http.listen:\n%s\n%s", jsonString(cfg), jsonString(actorCfg))
+	if cfg.State.Replicas != 3 || cfg.State.Bucket != "ami_state" {
+		t.Errorf("values-ha: state bucket %s, want ami_state with 3 replicas", jsonString(cfg.State))
+	}
+	if state := get[*appsv1.Deployment](t, r, "apps/v1/Deployment", "amibus-state"); *state.Spec.Replicas != 2 || !cfg.State.HA.Enabled {
+		t.Errorf("state: %d replicas, ha %s; want 2 with leases", *state.Spec.Replicas, jsonString(cfg.State.HA))
+	}
+	// The programs read the same configuration but for their HTTP port.
+	for _, file := range []string{"ami-actor.yaml", "ami-state.yaml"} {
+		other, _ := renderedConfig(t, r, file)
+		other.HTTP.Listen = cfg.HTTP.Listen
+		if jsonString(other) != jsonString(cfg) {
+			t.Errorf("ami-ingest.yaml and %s differ beyond http.listen:\n%s\n%s", file, jsonString(cfg), jsonString(other))
+		}
 	}
 }
 
@@ -278,6 +296,46 @@ func TestConfigChangeRollsPods(t *testing.T) {
 	}
 }
 
+// TestNodeListChangeReloads: adding a node (with its secret), or changing
+// a node's AMI secret or address, leaves the ingest, actor and state pod
+// templates as they are (all reload with --watch-config, their other
+// sessions or nodes go on); any other configuration change of theirs, or a
+// NATS credential change, still rolls the pods.
+func TestNodeListChangeReloads(t *testing.T) {
+	one := []string{"nodes[0].name=pbx1", "nodes[0].address=pbx1:5038", "nodes[0].username=ami", "secrets.nodes.pbx1.secret=x",
+		"nats.auth=token", "secrets.nats.token=t"}
+	two := append(slices.Clone(one), "nodes[1].name=pbx2", "nodes[1].address=pbx2:5038", "nodes[1].username=ami", "secrets.nodes.pbx2.secret=y")
+	template := func(name string, set ...string) string {
+		r := mustRender(t, renderOpts{set: set})
+		return jsonString(get[*appsv1.Deployment](t, r, "apps/v1/Deployment", name).Spec.Template)
+	}
+	for deploy, own := range map[string]string{"amibus-ingest": "config.ingest.drain_timeout=7s", "amibus-actor": "config.actor.max_pending=7",
+		"amibus-state": "config.state.flush_interval=100ms"} {
+		base := template(deploy, one...)
+		if !strings.Contains(base, "--watch-config") {
+			t.Fatalf("%s not run with --watch-config: %s", deploy, base)
+		}
+		for what, set := range map[string][]string{
+			"a node added (or removed)": two,
+			"a node's AMI secret":       append(slices.Clone(one), "secrets.nodes.pbx1.secret=changed"),
+			"a node's own setting":      append(slices.Clone(one), "nodes[0].address=elsewhere:5038"),
+		} {
+			if got := template(deploy, set...); got != base {
+				t.Errorf("%s: %s changes the pod template (a restart):\n%s\n%s", deploy, what, base, got)
+			}
+		}
+		for what, set := range map[string][]string{
+			"log level":      append(slices.Clone(one), "config.log.level=debug"),
+			"NATS token":     append(slices.Clone(one), "secrets.nats.token=other"),
+			"its own config": append(slices.Clone(one), own),
+		} {
+			if got := template(deploy, set...); got == base {
+				t.Errorf("%s: %s leaves the pod template as it is: the pods would keep the old setting", deploy, what)
+			}
+		}
+	}
+}
+
 // TestRefused lists values the chart must refuse with a message naming the problem.
 func TestRefused(t *testing.T) {
 	node := []string{"nodes[0].name=pbx1", "nodes[0].address=pbx1:5038", "nodes[0].username=ami"}
@@ -308,6 +366,12 @@ func TestRefused(t *testing.T) {
 		{"HPA without CPU request", []string{"actor.autoscaling.enabled=true", "actor.resources.requests.cpu=null"}, "requests.cpu"},
 		{"HPA max below min", []string{"actor.autoscaling.enabled=true", "actor.autoscaling.minReplicas=4", "actor.autoscaling.maxReplicas=2"}, "maxReplicas"},
 		{"bad duration", []string{"ingest.ha.ttl=10 seconds"}, "/ingest/ha/ttl"},
+		{"state replicas without leases", []string{"state.ha.enabled=false"}, "state.replicas is 2 but state.ha.enabled is false"},
+		{"state HA config in the wrong place", []string{"config.state.ha.enabled=true"}, "/config/state': additional properties 'ha' not allowed"},
+		{"bad state lease ttl", []string{"state.ha.ttl=10"}, "/state/ha/ttl"},
+		{"misspelt state config key", []string{"config.state.flush_intervall=10ms"}, "'flush_intervall' not allowed"},
+		{"state bucket not a key token", []string{"config.state.bucket=ami.state"}, "/config/state/bucket"},
+		{"misspelt state values key", []string{"state.replica=1"}, "'replica' not allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -336,6 +400,7 @@ func TestRefusedWithoutSchema(t *testing.T) {
 		{"node name not a subject token", []string{"nodes[0].name=pbx.1", "nodes[0].address=a:5038", "nodes[0].username=ami"}, `"pbx.1" is not a NATS subject token`},
 		{"node without address", []string{"nodes[0].name=pbx1", "nodes[0].username=ami"}, "nodes[0].address: missing"},
 		{"no NATS", []string{"nats.url="}, "nats.url is required"},
+		{"state replicas without leases", []string{"state.replicas=3", "state.ha.enabled=false"}, "state.replicas is 3 but state.ha.enabled is false"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,11 +7,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// fileConfig mirrors the keys of the amibus configuration file (pkg/config; the
+// fileConfig mirrors the keys of the amibus configuration file (internal/config; the
 // key list is in the README's configuration reference). The rendered ConfigMaps
 // are decoded into it with unknown keys refused, as the programs do, so a key the
 // chart misspells fails here rather than at a pod's start. It is a copy: a key
-// added to pkg/config must be added here before the chart may render it.
+// added to internal/config must be added here before the chart may render it.
 type fileConfig struct {
 	NATS struct {
 		URL           string `yaml:"url"`
@@ -70,6 +70,7 @@ type fileConfig struct {
 		RedactFields     []string `yaml:"redact_fields"`
 		SnapshotActions  []string `yaml:"snapshot_actions"`
 		SnapshotMaxItems int      `yaml:"snapshot_max_items"`
+		SnapshotInterval string   `yaml:"snapshot_interval"`
 		MaxInflight      int      `yaml:"max_inflight"`
 		DrainTimeout     string   `yaml:"drain_timeout"`
 		Events           string   `yaml:"events"`
@@ -89,7 +90,24 @@ type fileConfig struct {
 		MaxListEvents    int      `yaml:"max_list_events"`
 		QueueGroup       string   `yaml:"queue_group"`
 		MaxRequestBytes  int      `yaml:"max_request_bytes"`
+		SessionsPerNode  int      `yaml:"sessions_per_node"`
+		ExtraSessionIdle string   `yaml:"extra_session_idle"`
+		BodyForm         *bool    `yaml:"body_form"`
 	} `yaml:"actor"`
+	State struct {
+		Bucket          string `yaml:"bucket"`
+		Replicas        int    `yaml:"replicas"`
+		Storage         string `yaml:"storage"`
+		History         int    `yaml:"history"`
+		FlushInterval   string `yaml:"flush_interval"`
+		MaxRequestBytes int    `yaml:"max_request_bytes"`
+		MaxReplayEvents int    `yaml:"max_replay_events"`
+		HA              struct {
+			Enabled bool   `yaml:"enabled"`
+			Bucket  string `yaml:"bucket"`
+			TTL     string `yaml:"ttl"`
+		} `yaml:"ha"`
+	} `yaml:"state"`
 }
 
 type fileNode struct {

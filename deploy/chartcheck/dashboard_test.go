@@ -17,8 +17,9 @@ type dashboard struct {
 	Panels     []panel `json:"panels"`
 	Templating struct {
 		List []struct {
-			Name string `json:"name"`
-			Type string `json:"type"`
+			Name       string `json:"name"`
+			Type       string `json:"type"`
+			Definition string `json:"definition"`
 		} `json:"list"`
 	} `json:"templating"`
 }
@@ -42,7 +43,8 @@ type panel struct {
 var (
 	// metricName matches the amibus metric names a query uses.
 	metricName = regexp.MustCompile(`\bami_[a-z0-9_]+`)
-	// declaredMetric matches a name given to a collector in pkg/metrics.
+	// declaredMetric matches a name given to a collector in internal/metrics or
+	// internal/state.
 	declaredMetric = regexp.MustCompile(`"(ami_[a-z0-9_]+)"`)
 	// templateVar matches $name in a query, Grafana's built-ins aside.
 	templateVar = regexp.MustCompile(`\$(\{)?([a-z_]+)`)
@@ -66,6 +68,12 @@ func TestDashboard(t *testing.T) {
 	vars := map[string]bool{}
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
+		// $job lists the jobs of every program: from a metric without labels that
+		// each exports (ami_session_up, say, would leave out ami-state, which has
+		// no AMI session, and "All" would hide its panels).
+		if v.Name == "job" && v.Definition != "label_values(ami_log_lines_dropped_total, job)" {
+			t.Errorf("variable job: %q, want label_values(ami_log_lines_dropped_total, job)", v.Definition)
+		}
 	}
 	if !vars["datasource"] {
 		t.Errorf("no datasource variable: the dashboard would be tied to one Prometheus")
@@ -100,7 +108,7 @@ func TestDashboard(t *testing.T) {
 			for _, m := range metricName.FindAllString(q.Expr, -1) {
 				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
 				if !declared[m] && !declared[base] {
-					t.Errorf("panel %q: %s is not a metric of pkg/metrics", p.Title, m)
+					t.Errorf("panel %q: %s is not a metric declared in %s or %s", p.Title, m, metricsSource, stateMetricsSource)
 				}
 			}
 			for _, m := range templateVar.FindAllStringSubmatch(q.Expr, -1) {
@@ -123,6 +131,13 @@ func TestDashboard(t *testing.T) {
 		"action latency p99":     "histogram_quantile(0.99, sum by (le) (rate(ami_action_duration_seconds_bucket{",
 		"pending actions":        "ami_actions_pending{",
 		"log lines dropped":      "rate(ami_log_lines_dropped_total{",
+		// ami-state.
+		"projection lag p50":     "histogram_quantile(0.5, sum by (le) (rate(ami_state_projection_lag_seconds_bucket{",
+		"projection lag p99":     "histogram_quantile(0.99, sum by (le) (rate(ami_state_projection_lag_seconds_bucket{",
+		"projection lag in seqs": "ami_state_projection_lag_messages{",
+		"stale nodes":            "ami_state_stale_nodes{",
+		"live channels per node": "sum by (node) (ami_state_live_channels{",
+		"bad events by reason":   "by (reason) (rate(ami_state_bad_events_total{",
 	} {
 		if !slices.ContainsFunc(exprs, func(e string) bool { return strings.Contains(e, want) }) {
 			t.Errorf("no panel for %s (a query containing %s)", what, want)
@@ -130,20 +145,24 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-// declaredMetrics reads the metric names pkg/metrics declares, so that a renamed
-// metric breaks this test instead of leaving an empty panel.
+// declaredMetrics reads the metric names internal/metrics and internal/state
+// declare, so that a renamed metric breaks this test instead of leaving an
+// empty panel.
 func declaredMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	src, err := os.ReadFile(metricsSource)
-	if err != nil {
-		t.Fatalf("read the metric declarations: %v", err)
-	}
 	names := map[string]bool{}
-	for _, m := range declaredMetric.FindAllStringSubmatch(string(src), -1) {
-		names[m[1]] = true
-	}
-	if len(names) < 10 {
-		t.Fatalf("found only %d metric names in %s", len(names), metricsSource)
+	for file, atLeast := range map[string]int{metricsSource: 10, stateMetricsSource: 5} {
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("read the metric declarations: %v", err)
+		}
+		found := declaredMetric.FindAllStringSubmatch(string(src), -1)
+		if len(found) < atLeast {
+			t.Fatalf("found only %d metric names in %s", len(found), file)
+		}
+		for _, m := range found {
+			names[m[1]] = true
+		}
 	}
 	return names
 }

@@ -22,7 +22,9 @@ const (
 	chartDir      = "../helm/amibus"
 	releaseName   = "amibus"
 	namespace     = "amibus-test"
-	metricsSource = "../../pkg/metrics/metrics.go"
+	metricsSource = "../../internal/metrics/metrics.go"
+	// stateMetricsSource declares ami-state's own metrics.
+	stateMetricsSource = "../../internal/state/metrics.go"
 )
 
 // kubeVersion is the cluster version the chart is rendered for. Helm's library

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,8 @@ func init() {
 		"status":           (*conn).actStatus,
 		"queuestatus":      (*conn).actQueueStatus,
 		"queuesummary":     (*conn).actQueueSummary,
+		"bridgelist":       (*conn).actBridgeList,
+		"bridgeinfo":       (*conn).actBridgeInfo,
 		"hangup":           (*conn).actHangup,
 		"originate":        (*conn).actOriginate,
 	}
@@ -127,6 +130,12 @@ func (c *conn) actLogin(req *request, id string) bool {
 			s.securityEvent(c, "InvalidPassword", "Error", 2, nil, req.get("Username"))
 		}
 	}
+	if ok && s.cfg.SingleLogin && s.ActiveSessions(user) > 0 {
+		// manager.conf allowmultiplelogin = no: authenticate() reports
+		// a SessionLimit and the login fails like a wrong secret.
+		s.securityEvent(c, "SessionLimit", "Error", 1, nil, req.get("Username"))
+		ok = false
+	}
 	if !ok {
 		s.stats.loginFailures.Add(1)
 		if !sleepDone(c.done, s.cfg.AuthFailDelay) {
@@ -164,11 +173,10 @@ func (c *conn) actLogin(req *request, id string) bool {
 			h("Status", "Fully Booted").end()
 		items = append(items, outItem{b: m.b, event: true})
 	}
-	if !c.enqueueAll(items...) {
-		return false
-	}
 	// Under closeMu: a close either comes first (no login at all) or sees
-	// the session logged in and undoes it.
+	// the session logged in and undoes it. Counted before the answer is
+	// queued: a client that has read "Authentication accepted" must find
+	// its login in Logins.
 	c.closeMu.Lock()
 	if c.closed {
 		c.closeMu.Unlock()
@@ -178,6 +186,9 @@ func (c *conn) actLogin(req *request, id string) bool {
 	s.setLoggedIn(c, true)
 	s.login(c)
 	c.closeMu.Unlock()
+	if !c.enqueueAll(items...) {
+		return false
+	}
 	s.broadcastLocked(s.securityEventBytes(c, "SuccessfulAuth", "Informational", 1,
 		[][2]string{{"UsingPassword", "0"}}, ""), classSecurity)
 	s.notify()
@@ -326,17 +337,37 @@ func listComplete(m *msg, event, id string, n int) {
 }
 
 func (c *conn) actCoreShowChannels(_ *request, id string) bool {
-	chans := c.s.channelSnapshot()
-	m := listStart(id, "Channels will follow")
-	now := time.Now()
-	for _, ch := range chans {
-		m.h("Event", "CoreShowChannel").id(id)
-		ch.snapshot(m, "")
-		m.h("Application", ch.app).h("ApplicationData", ch.appData).
-			h("Duration", hms(now.Sub(ch.created))).h("BridgeId", ch.bridge).end()
+	return c.sendFromState("CoreShowChannels", id, func(s *Server) *msg {
+		chans := s.sortedChannelsLocked()
+		m := listStart(id, "Channels will follow")
+		now := time.Now()
+		for _, ch := range chans {
+			m.h("Event", "CoreShowChannel").id(id)
+			ch.snapshot(m, "")
+			m.h("Application", ch.app).h("ApplicationData", ch.appData).
+				h("Duration", hms(now.Sub(ch.created))).h("BridgeId", ch.bridge).end()
+		}
+		listComplete(m, "CoreShowChannelsComplete", id, len(chans))
+		return m.end()
+	})
+}
+
+// sendFromState renders an answer from the live state and queues it in one
+// step with respect to events: as in Asterisk, where a session's events
+// wait while its action runs, no event emitted after the state was read
+// can come before the answer, and none emitted before can come after it.
+// So the answer's place in the session's stream is the moment it shows.
+func (c *conn) sendFromState(action, id string, render func(s *Server) *msg) bool {
+	s := c.s
+	s.emitMu.Lock()
+	defer s.emitMu.Unlock()
+	s.mu.Lock()
+	m := render(s)
+	if s.listObserver != nil {
+		s.listObserver(action, id, s.truthLocked())
 	}
-	listComplete(m, "CoreShowChannelsComplete", id, len(chans))
-	return c.send(m.end())
+	s.mu.Unlock()
+	return c.send(m)
 }
 
 func hms(d time.Duration) string {
@@ -345,35 +376,38 @@ func hms(d time.Duration) string {
 }
 
 func (c *conn) actStatus(req *request, id string) bool {
-	chans := c.s.channelSnapshot()
-	if name := req.get("Channel"); name != "" {
-		var found []channel
-		for _, ch := range chans {
-			if ch.name == name {
-				found = append(found, ch)
+	name := req.get("Channel")
+	return c.sendFromState("Status", id, func(s *Server) *msg {
+		chans := s.sortedChannelsLocked()
+		if name != "" {
+			var found []*channel
+			for _, ch := range chans {
+				if ch.name == name {
+					found = append(found, ch)
+				}
 			}
+			if len(found) == 0 {
+				return response("Error", id).h("Message", "No such channel").end()
+			}
+			chans = found
 		}
-		if len(found) == 0 {
-			return c.fail(id, "No such channel")
+		m := listStart(id, "Channel status will follow")
+		now := time.Now()
+		for _, ch := range chans {
+			m.h("Event", "Status").h("Privilege", "Call")
+			ch.snapshot(m, "")
+			tech, _, _ := strings.Cut(ch.name, "/")
+			m.h("Type", tech).h("DNID", "").h("EffectiveConnectedLineNum", ch.connNum).
+				h("EffectiveConnectedLineName", ch.connName).h("TimeToHangup", "0").h("BridgeID", ch.bridge).
+				h("Application", ch.app).h("Data", ch.appData).h("Nativeformats", "(slin)").
+				h("Readformat", "slin").h("Readtrans", "").h("Writeformat", "slin").h("Writetrans", "").
+				h("Callgroup", "0").h("Pickupgroup", "0").hi("Seconds", int(now.Sub(ch.created)/time.Second)).
+				id(id).end()
 		}
-		chans = found
-	}
-	m := listStart(id, "Channel status will follow")
-	now := time.Now()
-	for _, ch := range chans {
-		m.h("Event", "Status").h("Privilege", "Call")
-		ch.snapshot(m, "")
-		tech, _, _ := strings.Cut(ch.name, "/")
-		m.h("Type", tech).h("DNID", "").h("EffectiveConnectedLineNum", ch.connNum).
-			h("EffectiveConnectedLineName", ch.connName).h("TimeToHangup", "0").h("BridgeID", ch.bridge).
-			h("Application", ch.app).h("Data", ch.appData).h("Nativeformats", "(slin)").
-			h("Readformat", "slin").h("Readtrans", "").h("Writeformat", "slin").h("Writetrans", "").
-			h("Callgroup", "0").h("Pickupgroup", "0").hi("Seconds", int(now.Sub(ch.created)/time.Second)).
-			id(id).end()
-	}
-	listComplete(m, "StatusComplete", id, len(chans))
-	m.hi("Items", len(chans))
-	return c.send(m.end())
+		listComplete(m, "StatusComplete", id, len(chans))
+		m.hi("Items", len(chans))
+		return m.end()
+	})
 }
 
 // queue is a static queue of the transcripts' peer.
@@ -391,57 +425,143 @@ var queues = []queue{
 
 func (c *conn) actQueueStatus(req *request, id string) bool {
 	filter := req.get("Queue")
-	inUse := c.s.devicesInUse()
-	login := strconv.FormatInt(c.s.loginEpoch(), 10)
-	m := listStart(id, "Queue status will follow")
-	n := 0
-	for _, q := range queues {
-		if filter != "" && filter != q.name {
-			continue
-		}
-		m.h("Event", "QueueParams").h("Queue", q.name).h("Max", "0").h("Strategy", "ringall").
-			h("Calls", "0").h("Holdtime", "0").h("TalkTime", "0").h("Completed", "0").h("Abandoned", "0").
-			h("ServiceLevel", "0").h("ServicelevelPerf", "0.0").h("ServicelevelPerf2", "0.0").
-			h("Weight", "0").id(id).end()
-		n++
-		for _, mb := range q.members {
-			status := "1"
-			if inUse[mb.location] {
-				status = "2"
+	return c.sendFromState("QueueStatus", id, func(s *Server) *msg {
+		login := strconv.FormatInt(s.startTime.Unix(), 10)
+		now := time.Now()
+		m := listStart(id, "Queue status will follow")
+		n := 0
+		for _, q := range s.queues {
+			if filter != "" && filter != q.name {
+				continue
 			}
-			m.h("Event", "QueueMember").h("Queue", q.name).h("Name", mb.name).h("Location", mb.location).
-				h("StateInterface", mb.location).h("Membership", "static").h("Penalty", "0").
-				h("CallsTaken", "0").h("LastCall", "0").h("LastPause", "0").h("LoginTime", login).
-				h("InCall", "0").h("Status", status).h("Paused", "0").h("PausedReason", "").
-				h("Wrapuptime", "0").id(id).end()
+			m.h("Event", "QueueParams").h("Queue", q.name).h("Max", "0").h("Strategy", "ringall").
+				hi("Calls", len(q.callers)).h("Holdtime", "0").h("TalkTime", "0").hi("Completed", q.completed).
+				hi("Abandoned", q.abandoned).h("ServiceLevel", "0").h("ServicelevelPerf", "0.0").
+				h("ServicelevelPerf2", "0.0").h("Weight", "0").id(id).end()
 			n++
+			for _, mb := range q.members {
+				m.h("Event", "QueueMember").h("Queue", q.name).h("Name", mb.name).h("Location", mb.iface).
+					h("StateInterface", mb.iface).h("Membership", "static").h("Penalty", "0").
+					hi("CallsTaken", mb.callsTaken).h("LastCall", strconv.FormatInt(mb.lastCall, 10)).
+					h("LastPause", strconv.FormatInt(mb.lastPause, 10)).h("LoginTime", login).
+					h("InCall", boolDigit(mb.inCall)).hi("Status", mb.status).h("Paused", boolDigit(mb.paused)).
+					h("PausedReason", mb.pausedReason).h("Wrapuptime", "0").id(id).end()
+				n++
+			}
+			for i, qc := range q.callers {
+				// QueueEntry shows an unknown caller id as "unknown" (08b).
+				m.h("Event", "QueueEntry").h("Queue", q.name).hi("Position", i+1).h("Channel", qc.ch.name).
+					h("Uniqueid", qc.ch.uniqueid).h("CallerIDNum", entryID(qc.ch.cidNum)).
+					h("CallerIDName", entryID(qc.ch.cidName)).h("ConnectedLineNum", entryID(qc.ch.connNum)).
+					h("ConnectedLineName", entryID(qc.ch.connName)).hi("Wait", int(now.Sub(qc.since)/time.Second)).
+					h("Priority", "0").id(id).end()
+				n++
+			}
 		}
+		listComplete(m, "QueueStatusComplete", id, n)
+		return m.end()
+	})
+}
+
+// entryID is a caller id as QueueEntry shows it: "unknown" for none.
+func entryID(v string) string {
+	if v == "" || v == "<unknown>" {
+		return "unknown"
 	}
-	listComplete(m, "QueueStatusComplete", id, n)
-	return c.send(m.end())
+	return v
+}
+
+func boolDigit(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 func (c *conn) actQueueSummary(req *request, id string) bool {
 	filter := req.get("Queue")
-	inUse := c.s.devicesInUse()
-	m := listStart(id, "Queue summary will follow")
-	n := 0
-	for _, q := range queues {
-		if filter != "" && filter != q.name {
-			continue
-		}
-		avail := 0
-		for _, mb := range q.members {
-			if !inUse[mb.location] {
-				avail++
+	return c.sendFromState("QueueSummary", id, func(s *Server) *msg {
+		now := time.Now()
+		m := listStart(id, "Queue summary will follow")
+		n := 0
+		for _, q := range s.queues {
+			if filter != "" && filter != q.name {
+				continue
 			}
+			avail := 0
+			for _, mb := range q.members {
+				if mb.status == devNotInUse && !mb.paused {
+					avail++
+				}
+			}
+			longest := 0
+			if len(q.callers) > 0 {
+				longest = int(now.Sub(q.callers[0].since) / time.Second)
+			}
+			m.h("Event", "QueueSummary").h("Queue", q.name).hi("LoggedIn", len(q.members)).hi("Available", avail).
+				hi("Callers", len(q.callers)).h("HoldTime", "0").h("TalkTime", "0").hi("LongestHoldTime", longest).
+				id(id).end()
+			n++
 		}
-		m.h("Event", "QueueSummary").h("Queue", q.name).hi("LoggedIn", len(q.members)).hi("Available", avail).
-			h("Callers", "0").h("HoldTime", "0").h("TalkTime", "0").h("LongestHoldTime", "0").id(id).end()
-		n++
+		listComplete(m, "QueueSummaryComplete", id, n)
+		return m.end()
+	})
+}
+
+// actBridgeList is manager_bridges.c's BridgeList. No capture holds it: the
+// layout follows Asterisk 20's documentation of BridgeList, BridgeListItem
+// and BridgeListComplete, with ActionID where astman_send_listack and
+// astman_send_list_complete put it and, in items, right after Event (as
+// CoreShowChannel has it).
+func (c *conn) actBridgeList(req *request, id string) bool {
+	typ := req.get("BridgeType")
+	return c.sendFromState("BridgeList", id, func(s *Server) *msg {
+		m := listStart(id, "Bridge listing will follow")
+		n := 0
+		for _, b := range s.sortedBridgesLocked() {
+			if typ != "" && typ != b.typ {
+				continue
+			}
+			m.h("Event", "BridgeListItem").id(id)
+			b.writeSnapshot(m, "")
+			m.end()
+			n++
+		}
+		listComplete(m, "BridgeListComplete", id, n)
+		return m.end()
+	})
+}
+
+// actBridgeInfo is manager_bridges.c's BridgeInfo: a BridgeInfoChannel per
+// member, then BridgeInfoComplete with the bridge's snapshot. No capture
+// holds it; the layout and error texts follow Asterisk 20's documentation
+// and manager_bridges.c.
+func (c *conn) actBridgeInfo(req *request, id string) bool {
+	uid := req.get("BridgeUniqueid")
+	if uid == "" {
+		return c.fail(id, "BridgeUniqueid must be provided")
 	}
-	listComplete(m, "QueueSummaryComplete", id, n)
-	return c.send(m.end())
+	return c.sendFromState("BridgeInfo", id, func(s *Server) *msg {
+		b := s.bridges[uid]
+		if b == nil {
+			return response("Error", id).h("Message", "Bridge not found").end()
+		}
+		m := listStart(id, "Bridge channel listing will follow")
+		n := 0
+		for _, uid := range b.members {
+			ch := s.chanByUniqueidLocked(uid)
+			if ch == nil {
+				continue
+			}
+			m.h("Event", "BridgeInfoChannel")
+			ch.snapshot(m, "")
+			m.id(id).end()
+			n++
+		}
+		listComplete(m, "BridgeInfoComplete", id, n)
+		b.writeSnapshot(m, "")
+		return m.end()
+	})
 }
 
 // actHangup is ast_manager_hangup_helper: a channel name, or /regex/ with
@@ -490,10 +610,13 @@ func (c *conn) actOriginate(req *request, id string) bool {
 			return c.fail(id, "Invalid priority")
 		}
 	}
+	ring := DefaultOriginateTimeout
 	if t := req.get("Timeout"); t != "" {
-		if _, err := strconv.Atoi(t); err != nil {
+		ms, err := strconv.Atoi(t)
+		if err != nil {
 			return c.fail(id, "Invalid timeout")
 		}
+		ring = time.Duration(max(ms, 0)) * time.Millisecond
 	}
 	tech, data, ok := strings.Cut(name, "/")
 	if !ok || tech == "" {
@@ -501,6 +624,15 @@ func (c *conn) actOriginate(req *request, id string) bool {
 	}
 	if !async && app == "" && (exten == "" || context == "" || priority == "") {
 		return c.fail(id, "Originate with 'Exten' requires 'Context' and 'Priority'")
+	}
+	if !async && c.s.ringsUnanswered(tech, data) {
+		// action_originate runs a synchronous call in the session's own
+		// thread: nothing else on this connection is read until the
+		// channel answers or Timeout passes. This one never answers.
+		if !sleepDone(c.done, ring) {
+			return false
+		}
+		return c.fail(id, "Originate failed")
 	}
 	var vars [][2]string
 	for _, v := range req.all("Variable") {
@@ -524,4 +656,14 @@ func (c *conn) actOriginate(req *request, id string) bool {
 		}
 	})
 	return keep
+}
+
+// ringsUnanswered reports whether a channel to tech/data rings without
+// answering (Config.RingingExtensions).
+func (s *Server) ringsUnanswered(tech, data string) bool {
+	if !strings.EqualFold(tech, "Local") {
+		return false
+	}
+	dest, _, _ := strings.Cut(data, "/")
+	return slices.Contains(s.cfg.RingingExtensions, dest)
 }

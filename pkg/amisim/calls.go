@@ -21,6 +21,9 @@ type channel struct {
 	created                                                    time.Time
 	seq                                                        int64
 	pbx                                                        bool
+	hold                                                       bool
+	gone                                                       bool     // hung up (engine.go)
+	hangupReqs                                                 []string // request events its teardown hangup emits
 	call                                                       *call
 }
 
@@ -58,10 +61,31 @@ type call struct {
 	noOriginateResponse bool
 	// track: the call's channels enter the channel table.
 	track bool
+
+	// A scripted call (engine.go, scenarios.go) has steps instead of
+	// template events; its last step is the teardown a Hangup jumps to.
+	steps   []scriptStep
+	own     []*channel
+	bridges []*bridge
+	// onEnd runs first in the teardown (an agent's AgentComplete).
+	onEnd func(e *emitter)
+	// dials are the caller/callee pairs between DialBegin and DialEnd.
+	dials [][2]*channel
 }
 
 func (c *call) dueOf(i int) time.Time {
+	if c.steps != nil {
+		return c.start.Add(c.steps[i].at)
+	}
 	return c.start.Add(time.Duration(float64(c.events[i].at)*c.scale) + c.shift)
+}
+
+// length is the number of events or steps.
+func (c *call) length() int {
+	if c.steps != nil {
+		return len(c.steps)
+	}
+	return len(c.events)
 }
 
 // callHeap orders calls by the time of their next event.
@@ -218,6 +242,18 @@ type pendingEvent struct {
 // Caller holds mu.
 func (s *Server) stepLocked(c *call, now time.Time, out []pendingEvent, vals []string) ([]pendingEvent, bool) {
 	ts := s.timestamp()
+	if c.steps != nil {
+		e := emitter{s: s, c: c, now: now, ts: ts, out: out}
+		for c.next < len(c.steps) && !c.dueOf(c.next).After(now) {
+			c.next++
+			c.steps[c.next-1].run(&e)
+		}
+		if c.next < len(c.steps) {
+			c.due = c.dueOf(c.next)
+			return e.out, false
+		}
+		return e.out, true
+	}
 	for c.next < len(c.events) && !c.dueOf(c.next).After(now) {
 		e := c.events[c.next]
 		c.next++
@@ -231,6 +267,15 @@ func (s *Server) stepLocked(c *call, now time.Time, out []pendingEvent, vals []s
 		b := e.render(&c.vars, ts, vals)
 		if c.track {
 			s.applyLocked(c, e, vals, now)
+			if e.name == "QueueMemberStatus" {
+				// The member's device state comes from the template; the
+				// rest (paused, calls taken) from the member's state.
+				if q := s.queueLocked(e.valueOf("Queue", vals)); q != nil {
+					if mb := q.member(e.valueOf("Interface", vals)); mb != nil {
+						b = s.memberMsg(e.name, q, mb, ts).b
+					}
+				}
+			}
 		}
 		out = append(out, pendingEvent{b: b, class: e.class})
 	}
@@ -249,6 +294,29 @@ func (s *Server) applyLocked(c *call, e *tevent, vals []string, now time.Time) {
 		}
 		return ""
 	}
+	switch e.name {
+	case "BridgeCreate":
+		id := e.valueOf("BridgeUniqueid", vals)
+		if s.bridges[id] == nil {
+			s.bridgeSeq++
+			s.bridges[id] = &bridge{id: id, typ: e.valueOf("BridgeType", vals),
+				tech: e.valueOf("BridgeTechnology", vals), creator: e.valueOf("BridgeCreator", vals),
+				name: e.valueOf("BridgeName", vals), seq: s.bridgeSeq}
+		}
+		return
+	case "BridgeDestroy":
+		delete(s.bridges, e.valueOf("BridgeUniqueid", vals))
+		return
+	case "QueueMemberStatus":
+		if q := s.queueLocked(e.valueOf("Queue", vals)); q != nil {
+			if m := q.member(e.valueOf("Interface", vals)); m != nil {
+				// From the live channels, not the recorded value: another
+				// call may hold the device too.
+				m.status = s.deviceStatusLocked(m.iface)
+			}
+		}
+		return
+	}
 	if e.snap[kChannel] < 0 || e.snap[kStateDesc] < 0 {
 		return
 	}
@@ -263,7 +331,7 @@ func (s *Server) applyLocked(c *call, e *tevent, vals []string, now time.Time) {
 		return
 	}
 	if e.name == "Hangup" {
-		delete(s.chans, name)
+		s.forgetChannelLocked(ch)
 		return
 	}
 	ch.state, ch.stateDesc = at(kState), at(kStateDesc)
@@ -280,16 +348,22 @@ func (s *Server) applyLocked(c *call, e *tevent, vals []string, now time.Time) {
 		}
 	case "BridgeEnter":
 		ch.bridge = at(kBridge)
+		if b := s.bridges[ch.bridge]; b != nil {
+			b.members = append(b.members, ch.uniqueid)
+		}
 	case "BridgeLeave":
+		if b := s.bridges[ch.bridge]; b != nil {
+			b.removeMember(ch.uniqueid)
+		}
 		ch.bridge = ""
 	}
 }
 
 // dropCallLocked removes what is left of a finished call from the table.
 func (s *Server) dropCallLocked(c *call) {
-	for name, ch := range s.chans {
+	for _, ch := range s.chans {
 		if ch.call == c {
-			delete(s.chans, name)
+			s.forgetChannelLocked(ch)
 		}
 	}
 }
@@ -343,7 +417,11 @@ func (s *Server) runDue(vals []string) []string {
 		}
 	}
 	s.ending += ending
+	hook := s.sendHook
 	s.mu.Unlock()
+	if hook != nil && len(out) > 0 {
+		hook()
+	}
 	for _, ev := range out {
 		s.broadcastLocked(ev.b, ev.class)
 	}
@@ -425,33 +503,17 @@ func (s *Server) channelSnapshot() []channel {
 	return out
 }
 
-// devicesInUse returns the Local devices ("Local/100@demo") with a live
-// channel, for queue member status.
-func (s *Server) devicesInUse() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]bool)
-	for name := range s.chans {
-		if i := strings.LastIndexByte(name, '-'); i > 0 {
-			out[name[:i]] = true
-		}
-	}
-	return out
-}
-
-// loginEpoch is the queue members' LoginTime: when the PBX started.
-func (s *Server) loginEpoch() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.startTime.Unix()
-}
-
 // clearCalls forgets every call and channel, as a restart does.
 func (s *Server) clearCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, c := range s.calls {
+		c.idx = -1 // a Hangup that looked the channel up before stays off the heap
+	}
 	s.calls = nil
 	s.chans = make(map[string]*channel)
+	s.bridges = make(map[string]*bridge)
+	s.queues = newQueueStates()
 }
 
 // hangupChannels hangs up the calls of every channel whose name matches:
@@ -471,7 +533,15 @@ func (s *Server) hangupChannels(match func(string) bool, out *[]string) bool {
 			*out = append(*out, ch.name)
 		}
 		c := ch.call
-		if c == nil || c.idx < 0 || c.next >= c.tmpl.hangupIdx {
+		if c != nil && c.steps != nil && c.idx >= 0 && c.next < len(c.steps) {
+			// A scripted call jumps to its teardown, now.
+			c.next = len(c.steps) - 1
+			c.steps[c.next].at = now.Sub(c.start)
+			c.due = now
+			heap.Fix(&s.calls, c.idx)
+			continue
+		}
+		if c == nil || c.idx < 0 || c.tmpl == nil || c.next >= c.tmpl.hangupIdx {
 			continue
 		}
 		c.next = c.tmpl.hangupIdx
@@ -557,6 +627,7 @@ func (s *Server) originateFailureLocked(o originate) {
 
 // runner is a background generator the Server owns.
 type runner struct {
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -566,13 +637,20 @@ type runner struct {
 // CallDuration, visible in CoreShowChannels and Status while they last.
 // callsPerSecond < 0 runs calls back to back as fast as the sessions take
 // their events, each call's events at once. It replaces running traffic.
+// StartMixedTraffic makes the hard calls.
 func (s *Server) StartTraffic(callsPerSecond float64) {
-	s.StopTraffic()
 	if callsPerSecond == 0 {
+		s.StopTraffic()
 		return
 	}
+	s.startRunner(func(r *runner) { s.runTraffic(r.ctx, callsPerSecond) })
+}
+
+// startRunner replaces the traffic generator with one running run.
+func (s *Server) startRunner(run func(r *runner)) {
+	s.StopTraffic()
 	ctx, cancel := context.WithCancel(s.ctx)
-	r := &runner{cancel: cancel, done: make(chan struct{})}
+	r := &runner{ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -585,7 +663,7 @@ func (s *Server) StartTraffic(callsPerSecond float64) {
 	go func() {
 		defer s.wg.Done()
 		defer close(r.done)
-		s.runTraffic(ctx, callsPerSecond)
+		run(r)
 	}()
 }
 

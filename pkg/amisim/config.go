@@ -53,6 +53,15 @@ func DefaultExtensions() []string {
 		"500@demo", "600@demo", "700@demo", "800@demo"}
 }
 
+// DefaultRingingExtensions is the transcripts' extension that rings
+// without ever answering (Local/199@demo rang 60 s in the real setup).
+func DefaultRingingExtensions() []string { return []string{"199@demo"} }
+
+// DefaultOriginateTimeout is Asterisk's Originate Timeout when the action
+// sets none: how long a synchronous Originate to a channel that does not
+// answer holds its session.
+const DefaultOriginateTimeout = 30 * time.Second
+
 // Permission is a user's manager.conf read= and write= class lists
 // ("all", "system,call", "reporting" ...).
 type Permission struct {
@@ -112,6 +121,15 @@ type Config struct {
 	// Extensions lists the "exten@context" a Local channel can reach;
 	// default DefaultExtensions().
 	Extensions []string
+	// SingleLogin is manager.conf's allowmultiplelogin = no: a user who
+	// has a session logged in cannot log in a second one ("Authentication
+	// failed" after AuthFailDelay, as for a wrong secret).
+	SingleLogin bool
+	// RingingExtensions lists the "exten@context" that ring and never
+	// answer: a synchronous Originate to one holds its connection for the
+	// Originate's Timeout (default 30 s), then answers "Originate failed".
+	// Default DefaultRingingExtensions(); an empty non-nil list has none.
+	RingingExtensions []string
 	// BootDelay is the time from accepting connections again after a
 	// Restart to FullyBooted; default 100ms.
 	BootDelay time.Duration
@@ -176,6 +194,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Extensions == nil {
 		c.Extensions = DefaultExtensions()
+	}
+	if c.RingingExtensions == nil {
+		c.RingingExtensions = DefaultRingingExtensions()
 	}
 	if c.BootDelay <= 0 {
 		c.BootDelay = DefaultBootDelay

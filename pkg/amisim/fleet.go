@@ -56,6 +56,28 @@ func (f *Fleet) Servers() []*Server {
 	return append([]*Server(nil), f.servers...)
 }
 
+// StartMixedTraffic starts t on every node, node i (from 0) seeded
+// t.Seed+i so that the nodes differ and a run repeats.
+func (f *Fleet) StartMixedTraffic(t Traffic) error {
+	for i, s := range f.servers {
+		ti := t
+		ti.Seed = t.Seed + uint64(i)
+		if err := s.StartMixedTraffic(ti); err != nil {
+			f.StopTraffic()
+			return err
+		}
+	}
+	return nil
+}
+
+// StopTraffic stops every node's traffic; calls in progress play to their
+// end.
+func (f *Fleet) StopTraffic() {
+	for _, s := range f.servers {
+		s.StopTraffic()
+	}
+}
+
 // Close closes every node and waits for all their goroutines.
 func (f *Fleet) Close() error {
 	for _, s := range f.servers {

@@ -169,4 +169,7 @@ var actionAuthority = map[string]int{
 	"hangup":           classSystem | classCall,
 	"queuestatus":      0,
 	"queuesummary":     0,
+	// manager_bridges.c registers both with EVENT_FLAG_REPORTING.
+	"bridgelist": classReporting,
+	"bridgeinfo": classReporting,
 }

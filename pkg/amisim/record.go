@@ -19,6 +19,17 @@ type Action struct {
 	Headers [][2]string
 }
 
+// Header returns the value of a's first header named key, in any case (as
+// Asterisk reads an action's headers), and whether a carries one.
+func (a Action) Header(key string) (string, bool) {
+	for _, h := range a.Headers {
+		if strings.EqualFold(h[0], key) {
+			return h[1], true
+		}
+	}
+	return "", false
+}
+
 // SentEvent is one unsolicited event written whole to a client. Responses
 // and their event-list items are not events in this sense and are not
 // recorded here.

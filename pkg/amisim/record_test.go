@@ -127,6 +127,8 @@ func TestLoginCounts(t *testing.T) {
 		c.login(u, secret, "off")
 		cs = append(cs, c)
 	}
+	// A login is counted just after its answer is queued.
+	waitFor(t, s, "four logins counted", func() bool { return s.Logins() == 4 })
 	if s.Logins() != 4 || s.ActiveSessions("ami") != 3 || s.ActiveSessions("Ami2") != 1 || s.ActiveSessions("") != 4 {
 		t.Fatalf("logins %d, ami %d, ami2 %d, all %d", s.Logins(), s.ActiveSessions("ami"), s.ActiveSessions("ami2"), s.ActiveSessions(""))
 	}
@@ -175,5 +177,19 @@ func TestWaitUntil(t *testing.T) {
 	s.Close()
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Fatalf("WaitUntil after Close: %v", err)
+	}
+}
+
+// TestActionHeader: the first header of the key, in any case; absent is "", false.
+func TestActionHeader(t *testing.T) {
+	a := Action{Name: "Ping", Headers: [][2]string{{"Action", "Ping"}, {"marker", "one"}, {"Marker", "two"}, {"Empty", ""}}}
+	if v, ok := a.Header("MARKER"); v != "one" || !ok {
+		t.Errorf("Header(MARKER) = %q, %v; want one, true", v, ok)
+	}
+	if v, ok := a.Header("Empty"); v != "" || !ok {
+		t.Errorf("Header(Empty) = %q, %v; want \"\", true", v, ok)
+	}
+	if v, ok := a.Header("Missing"); v != "" || ok {
+		t.Errorf("Header(Missing) = %q, %v; want \"\", false", v, ok)
 	}
 }

@@ -61,8 +61,13 @@ type Server struct {
 	// calls and channels; see calls.go
 	calls          callHeap
 	chans          map[string]*channel
+	bridges        map[string]*bridge // by BridgeUniqueid; see truth.go
+	bridgeSeq      int64              // creation order of bridges
+	queues         []*queueState
 	chanSeq        int64 // creation order of channels, for listings
 	localSeq       int   // Local/...-%08x counter
+	pjsipSeq       int   // PJSIP/...-%08x counter
+	optimizeSeq    int   // LocalOptimizationBegin/End Id
 	uidSeq         int   // Uniqueid counter
 	uidEpoch       int64
 	processedCalls int
@@ -71,6 +76,13 @@ type Server struct {
 	schedWake      chan struct{}
 
 	traffic *runner
+
+	// listObserver receives the state each list answer is rendered from;
+	// see ObserveLists. Under mu.
+	listObserver func(action, actionID string, t Truth)
+	// sendHook, set by tests (under mu), runs in the scheduler between
+	// applying a batch of call events to the state and sending them.
+	sendHook func()
 
 	// record; see record.go
 	received    []Action
@@ -112,6 +124,8 @@ func Start(cfg Config) (*Server, error) {
 		answerDelay: make(map[string]time.Duration),
 		verbose:     3,
 		chans:       make(map[string]*channel),
+		bridges:     make(map[string]*bridge),
+		queues:      newQueueStates(),
 		uidEpoch:    now.Unix(),
 		schedWake:   make(chan struct{}, 1),
 		active:      make(map[string]int),
@@ -385,7 +399,7 @@ func (s *Server) Restart(down time.Duration) {
 	s.mu.Lock()
 	s.startTime, s.reloadTime = now, now
 	s.uidEpoch = now.Unix()
-	s.localSeq, s.uidSeq, s.processedCalls = 0, 0, 0
+	s.localSeq, s.uidSeq, s.processedCalls, s.pjsipSeq = 0, 0, 0, 0
 	s.booted = false
 	s.restarting = false
 	s.mu.Unlock()

@@ -195,23 +195,14 @@ func kindOf(key []byte) Kind {
 }
 
 // EqualFold reports whether b equals s ignoring ASCII case, as Asterisk
-// compares header and action names. It does not allocate.
-func EqualFold(b []byte, s string) bool {
+// compares header and action names. It does not allocate. It is the one
+// case-fold of amibus.
+func EqualFold[T ~[]byte | ~string](b T, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
-	for i := 0; i < len(b); i++ {
-		x, y := b[i], s[i]
-		if x == y {
-			continue
-		}
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
+	for i := 0; i < len(s); i++ {
+		if x, y := b[i], s[i]; x != y && Lower(x) != Lower(y) {
 			return false
 		}
 	}

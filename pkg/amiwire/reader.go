@@ -84,6 +84,28 @@ func NewReader(br *bufio.Reader, opts ...Option) *Reader {
 	return r
 }
 
+// Reset makes r read from br from its next call on, keeping its caps and
+// any sticky error: for a caller that swaps the buffer under a connection
+// between two messages (a small one while the peer is quiet, a larger one
+// while it sends bursts). Bytes br's predecessor had buffered are the
+// caller's to hand over.
+func (r *Reader) Reset(br *bufio.Reader) { r.br = br }
+
+// Buffered returns the number of bytes read from the stream and not yet
+// consumed.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Grow makes the read buffer size bytes from now on, for a connection that
+// turned out busy: a small buffer keeps an idle connection cheap, a large
+// one makes a burst cost few reads. The bytes already buffered are read
+// first; the new buffer reads through the old one, which bufio bypasses
+// once it is empty (a read at least its size goes straight to the stream).
+func (r *Reader) Grow(size int) {
+	if size > r.br.Size() {
+		r.br = bufio.NewReaderSize(r.br, size)
+	}
+}
+
 // MaxBytes returns the byte cap in effect.
 func (r *Reader) MaxBytes() int { return r.maxBytes }
 

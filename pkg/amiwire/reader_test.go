@@ -753,3 +753,28 @@ func TestReadMessageZeroAlloc(t *testing.T) {
 		})
 	}
 }
+
+func TestResetSwapsTheBufferBetweenMessages(t *testing.T) {
+	wire := "Event: A\r\nX: 1\r\n\r\nEvent: B\r\nX: 2\r\n\r\n"
+	src := strings.NewReader(wire)
+	// A 16-byte buffer holds only part of the first message.
+	small := bufio.NewReaderSize(src, 16)
+	r := NewReader(small, WithMaxBytes(64))
+	var m Message
+	if err := r.ReadMessage(&m); err != nil || string(m.Name()) != "A" {
+		t.Fatalf("first message: %q, %v", m.Name(), err)
+	}
+	// What small holds is handed over in front of the rest of the stream.
+	n := small.Buffered()
+	held, _ := small.Peek(n)
+	r.Reset(bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), src), 4096))
+	if err := r.ReadMessage(&m); err != nil || string(m.Name()) != "B" || m.Get("X") != "2" {
+		t.Fatalf("second message after Reset: %q X=%q, %v", m.Name(), m.Get("X"), err)
+	}
+	if r.MaxBytes() != 64 {
+		t.Errorf("Reset lost the byte cap: %d", r.MaxBytes())
+	}
+	if err := r.ReadMessage(&m); err != io.EOF {
+		t.Errorf("after the last message: %v, want io.EOF", err)
+	}
+}

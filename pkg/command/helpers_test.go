@@ -1,14 +1,11 @@
 package command
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.uber.org/goleak"
 
 	"github.com/amibus/amibus/pkg/amiwire"
@@ -17,43 +14,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// The schemas are the shipped ones, read from the repository so that a
-// test fails when code and contract drift apart.
-var (
-	schemaOnce             sync.Once
-	replySchema, reqSchema *jsonschema.Schema
-	schemaErr              error
-)
-
-func schemas(t testing.TB) (reply, req *jsonschema.Schema) {
-	t.Helper()
-	schemaOnce.Do(func() {
-		c := jsonschema.NewCompiler()
-		replySchema, schemaErr = c.Compile(filepath.Join("..", "..", "schemas", "action-reply.schema.json"))
-		if schemaErr != nil {
-			return
-		}
-		reqSchema, schemaErr = c.Compile(filepath.Join("..", "..", "schemas", "action-request.schema.json"))
-	})
-	if schemaErr != nil {
-		t.Fatalf("compile schemas: %v", schemaErr)
-	}
-	return replySchema, reqSchema
-}
-
-// validateReply fails the test unless data is a reply the schema accepts.
-func validateReply(t testing.TB, data []byte) {
-	t.Helper()
-	rs, _ := schemas(t)
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("reply is not JSON: %v\n%s", err, data)
-	}
-	if err := rs.Validate(v); err != nil {
-		t.Fatalf("reply does not match action-reply.schema.json: %v\n%s", err, data)
-	}
 }
 
 // readRaw reads AMI messages in wire form from testdata (answers cut from

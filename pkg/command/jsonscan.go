@@ -2,9 +2,8 @@ package command
 
 import (
 	"bytes"
-	"unicode"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/amibus/amibus/internal/amijson"
 )
 
 // scanner reads JSON (RFC 8259) strictly, one value at a time, for the
@@ -27,16 +26,7 @@ func (s *scanner) syntax(what string) error {
 }
 
 // ws skips JSON white space: space, tab, CR, LF and nothing else.
-func (s *scanner) ws() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\r', '\n':
-			s.pos++
-		default:
-			return
-		}
-	}
-}
+func (s *scanner) ws() { s.pos = amijson.SkipSpace(s.data, s.pos) }
 
 // at reports whether the next byte is c.
 func (s *scanner) at(c byte) bool { return s.pos < len(s.data) && s.data[s.pos] == c }
@@ -93,6 +83,18 @@ func (s *scanner) key() (string, error) {
 	return k, nil
 }
 
+// open reads the opening bracket at pos and reports whether a member or
+// an element follows before the closing one.
+func (s *scanner) open(closing byte) (more bool) {
+	s.pos++
+	s.ws()
+	if s.at(closing) {
+		s.pos++
+		return false
+	}
+	return true
+}
+
 // next reads the ',' or the closing bracket after a member; it reports
 // whether another member follows.
 func (s *scanner) next(closing byte) (more bool, err error) {
@@ -112,105 +114,18 @@ func (s *scanner) next(closing byte) (more bool, err error) {
 // str reads the string that starts at pos (a '"').
 func (s *scanner) str() (string, error) {
 	start := s.pos + 1
-	for i := start; i < len(s.data); i++ {
-		switch c := s.data[i]; {
-		case c == '"':
-			s.pos = i + 1
-			return string(s.data[start:i]), nil
-		case c == '\\':
-			return s.strEscaped(start, i)
-		case c < 0x20:
-			s.pos = i
-			return "", s.syntax("control character in a string")
-		}
+	i := amijson.PlainEnd(s.data, start)
+	if i < len(s.data) && s.data[i] == '"' {
+		s.pos = i + 1
+		return string(s.data[start:i]), nil
 	}
-	s.pos = len(s.data)
-	return "", s.syntax("unterminated string")
-}
-
-func (s *scanner) strEscaped(start, i int) (string, error) {
-	b := append(s.buf[:0], s.data[start:i]...)
-	defer func() { s.buf = b[:0] }()
-	for i < len(s.data) {
-		c := s.data[i]
-		switch {
-		case c == '"':
-			s.pos = i + 1
-			return string(b), nil
-		case c < 0x20:
-			s.pos = i
-			return "", s.syntax("control character in a string")
-		case c != '\\':
-			b = append(b, c)
-			i++
-			continue
-		}
-		if i+1 >= len(s.data) {
-			break
-		}
-		switch e := s.data[i+1]; e {
-		case '"', '\\', '/':
-			b = append(b, e)
-		case 'b':
-			b = append(b, '\b')
-		case 'f':
-			b = append(b, '\f')
-		case 'n':
-			b = append(b, '\n')
-		case 'r':
-			b = append(b, '\r')
-		case 't':
-			b = append(b, '\t')
-		case 'u':
-			r, ok := hex4(s.data[i+2:])
-			if !ok {
-				s.pos = i
-				return "", s.syntax("bad \\u escape")
-			}
-			i += 6
-			if utf16.IsSurrogate(r) {
-				r2, ok := rune(0), false
-				if i+1 < len(s.data) && s.data[i] == '\\' && s.data[i+1] == 'u' {
-					r2, ok = hex4(s.data[i+2:])
-				}
-				if dec := utf16.DecodeRune(r, r2); ok && dec != unicode.ReplacementChar {
-					r = dec
-					i += 6
-				} else {
-					r = unicode.ReplacementChar
-				}
-			}
-			b = utf8.AppendRune(b, r)
-			continue
-		default:
-			s.pos = i
-			return "", s.syntax("bad escape in a string")
-		}
-		i += 2
+	b, end, err := amijson.Unquote(append(s.buf[:0], s.data[start:i]...), s.data, i)
+	s.buf = b[:0]
+	s.pos = end
+	if err != nil {
+		return "", s.syntax(err.Error())
 	}
-	s.pos = len(s.data)
-	return "", s.syntax("unterminated string")
-}
-
-func hex4(b []byte) (rune, bool) {
-	if len(b) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
+	return string(b), nil
 }
 
 // number reads the number that starts at pos and returns its text:

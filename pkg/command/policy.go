@@ -114,10 +114,10 @@ func lowerKey(buf *[MaxActionNameBytes]byte, name string) ([]byte, bool) {
 		return nil, false
 	}
 	for i := 0; i < len(name); i++ {
-		if !isNameByte(name[i]) {
+		if !amiwire.NameByte(name[i]) {
 			return nil, false
 		}
-		buf[i] = lower(name[i])
+		buf[i] = amiwire.Lower(name[i])
 	}
 	return buf[:len(name)], true
 }
@@ -125,7 +125,7 @@ func lowerKey(buf *[MaxActionNameBytes]byte, name string) ([]byte, bool) {
 func lowerString(s string) string {
 	b := []byte(s)
 	for i := range b {
-		b[i] = lower(b[i])
+		b[i] = amiwire.Lower(b[i])
 	}
 	return string(b)
 }

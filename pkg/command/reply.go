@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/amibus/amibus/pkg/amijson"
+	"github.com/amibus/amibus/internal/amijson"
 	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
@@ -109,6 +110,12 @@ func (e *encoder) result(node, action string, res *session.Result, elapsed time.
 		b = append(e.buf[:0], `{"ok":false`...)
 		b = appendHead(b, node, action)
 		msg := string(message)
+		if line := firstOutputLine(res); line != "" {
+			// A Command that failed says why in its output ("No such
+			// command 'frobnicate' ..."); its Message is only "Command
+			// output follows".
+			msg = line
+		}
 		if msg == "" {
 			msg = "the PBX answered Response: Error"
 		}
@@ -204,4 +211,21 @@ func appendOutput(b []byte, lines []string, resp *amiwire.Message) []byte {
 		}
 	}
 	return b
+}
+
+// firstOutputLine returns the first non-blank line of a Command answer's
+// output, from the session's Output or, failing that, the response's own
+// Output headers.
+func firstOutputLine(res *session.Result) string {
+	for _, l := range res.Output {
+		if strings.TrimSpace(l) != "" {
+			return l
+		}
+	}
+	for _, l := range amiwire.CommandOutput(res.Response) {
+		if strings.TrimSpace(l) != "" {
+			return l
+		}
+	}
+	return ""
 }

@@ -12,39 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amibus/amibus/pkg/amijson"
+	"github.com/amibus/amibus/internal/amijson"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
 
 // replyJSON is a decoded reply, for assertions.
-type replyJSON struct {
-	OK       bool                              `json:"ok"`
-	Node     string                            `json:"node"`
-	Action   string                            `json:"action"`
-	ActionID string                            `json:"action_id"`
-	Response string                            `json:"response"`
-	Message  string                            `json:"message"`
-	Fields   map[string]any                    `json:"fields"`
-	Events   []struct{ Fields map[string]any } `json:"events"`
-	Output   []string                          `json:"output"`
-	Elapsed  *float64                          `json:"elapsed_ms"`
-	Error    *struct {
-		Code    Code   `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
+type replyJSON = testenv.Reply[Code]
 
-func decodeReply(t testing.TB, data []byte) replyJSON {
-	t.Helper()
-	validateReply(t, data)
-	var r replyJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&r); err != nil {
-		t.Fatalf("decode reply: %v\n%s", err, data)
-	}
-	return r
-}
+// decodeReply checks data against the shipped schema and decodes it.
+var decodeReply = testenv.DecodeReply[Code]
 
 func encodeResult(t testing.TB, res *session.Result, limit int) ([]byte, bool, error) {
 	t.Helper()
@@ -184,6 +162,17 @@ func TestReplyAMIError(t *testing.T) {
 	r = decodeReply(t, data)
 	if !amiErr || r.Error.Code != CodeAMIError || len(r.Output) != 1 || !strings.HasPrefix(r.Output[0], "No such command") {
 		t.Fatalf("reply %+v", r)
+	}
+	// Its error message is the output's first line, not the PBX's
+	// "Command output follows", which stays in message.
+	if r.Error.Message != r.Output[0] || r.Message != "Command output follows" {
+		t.Fatalf("error message %q (message %q), want the first output line %q", r.Error.Message, r.Message, r.Output[0])
+	}
+	// The same when the session filled no Output: the response's own
+	// Output headers are read.
+	data, _, _ = encodeResult(t, resultOf(t, "command-unknown.raw", false), 0)
+	if r = decodeReply(t, data); !strings.HasPrefix(r.Error.Message, "No such command") {
+		t.Fatalf("error message %q without session Output", r.Error.Message)
 	}
 
 	// An error without a Message still says something.

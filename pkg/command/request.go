@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
 
@@ -93,7 +94,7 @@ func DecodeRequest(body []byte, subjectAction string, maxBytes int) (Request, er
 		}
 	}
 	switch {
-	case subjectAction != "" && req.Action != "" && !asciiEqualFold(subjectAction, req.Action):
+	case subjectAction != "" && req.Action != "" && !amiwire.EqualFold(subjectAction, req.Action):
 		return Request{}, badRequest("action", "%q does not match the action %q named by the subject", req.Action, subjectAction)
 	case subjectAction != "":
 		req.Action = subjectAction
@@ -109,13 +110,7 @@ func decodeBody(body []byte, req *Request) error {
 	if !s.at('{') {
 		return s.typeError("body", "must be a JSON object")
 	}
-	s.pos++
-	s.ws()
-	more := true
-	if s.at('}') {
-		s.pos++
-		more = false
-	}
+	more := s.open('}')
 	var seenAction, seenFields, seenTimeout bool
 	for more {
 		key, err := s.key()
@@ -182,13 +177,7 @@ func decodeFields(s *scanner, req *Request) error {
 	if !s.at('{') {
 		return s.typeError("fields", "must be an object of strings or arrays of strings")
 	}
-	s.pos++
-	s.ws()
-	more := true
-	if s.at('}') {
-		s.pos++
-		more = false
-	}
+	more := s.open('}')
 	var hs []session.Header
 	var keys []string // capped like the values: an empty array adds a key but no value
 	for more {
@@ -206,7 +195,7 @@ func decodeFields(s *scanner, req *Request) error {
 		// as one: only an array says that on purpose. len(keys) is capped,
 		// so this scan is bounded.
 		for _, k := range keys {
-			if asciiEqualFold(k, key) {
+			if amiwire.EqualFold(k, key) {
 				return badRequest(fieldPath("fields", key), "given twice (an array of strings sends a repeated header)")
 			}
 		}
@@ -217,14 +206,7 @@ func decodeFields(s *scanner, req *Request) error {
 				return err
 			}
 		case s.at('['):
-			s.pos++
-			s.ws()
-			elems := true
-			if s.at(']') {
-				s.pos++
-				elems = false
-			}
-			for i := 0; elems; i++ {
+			for i, elems := 0, s.open(']'); elems; i++ {
 				if !s.at('"') {
 					return s.typeError(elemPath(key, i), "must be a string")
 				}
@@ -301,15 +283,11 @@ func checkActionName(field, name string) error {
 		return badRequest(field, "action name longer than %d bytes", MaxActionNameBytes)
 	}
 	for i := 0; i < len(name); i++ {
-		if !isNameByte(name[i]) {
+		if !amiwire.NameByte(name[i]) {
 			return badRequest(field, "action name %q has the character %q at %d (allowed: letters, digits, '_' and '-')", name, name[i], i)
 		}
 	}
 	return nil
-}
-
-func isNameByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
 }
 
 // checkFieldKey allows printable ASCII but for space and colon: a header
@@ -325,10 +303,10 @@ func checkFieldKey(key string) error {
 			return badRequest(fieldPath("fields", key), "key has the character %q at %d (allowed: printable ASCII except space and ':')", c, i)
 		}
 	}
-	if asciiEqualFold(key, "ActionID") {
+	if amiwire.EqualFold(key, "ActionID") {
 		return badRequest(fieldPath("fields", key), "the actor assigns ActionIDs; remove this field")
 	}
-	if asciiEqualFold(key, "Action") {
+	if amiwire.EqualFold(key, "Action") {
 		return badRequest(fieldPath("fields", key), "name the action in \"action\" or in the subject, not in fields")
 	}
 	return nil
@@ -401,25 +379,4 @@ func isJSONSpace(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// asciiEqualFold compares ASCII case-insensitively, as Asterisk compares
-// action and header names.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lower(a[i]) != lower(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }

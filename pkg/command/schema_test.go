@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // TestRequestExamples: the schema and the decoder agree on every example
 // request in testdata/requests: valid-* pass both, invalid-* fail both.
 func TestRequestExamples(t *testing.T) {
-	_, rs := schemas(t)
+	_, rs := testenv.Schemas(t)
 	files, err := filepath.Glob(filepath.Join("testdata", "requests", "*.json"))
 	if err != nil || len(files) < 10 {
 		t.Fatalf("examples: %v, %d files", err, len(files))
@@ -48,7 +49,7 @@ func TestRequestExamples(t *testing.T) {
 
 // TestRequestSchemaEmbeddedExamples checks the examples inside the schema.
 func TestRequestSchemaEmbeddedExamples(t *testing.T) {
-	_, rs := schemas(t)
+	_, rs := testenv.Schemas(t)
 	raw, err := os.ReadFile(filepath.Join("..", "..", "schemas", "action-request.schema.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/lifecycle"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
 
@@ -24,6 +26,10 @@ type Sender interface {
 
 // Nodes maps each configured node name to its Sender.
 type Nodes map[string]Sender
+
+// ErrStarted: Start was called after Start or Shutdown. It is
+// lifecycle.ErrStarted, the one error of a second start in amibus.
+var ErrStarted = lifecycle.ErrStarted
 
 // Defaults of the Server's options.
 const (
@@ -55,6 +61,7 @@ type options struct {
 	maxInflight     int
 	maxRequestBytes int
 	shutdownTimeout time.Duration
+	bodyForm        bool
 }
 
 // WithSubjectPrefix sets the subject prefix (nats.subject_prefix, default
@@ -153,6 +160,17 @@ func WithMaxRequestBytes(n int) Option {
 	}
 }
 
+// WithBodyForm turns the body form <prefix>.action.<node> on (the default)
+// or off (actor.body_form). Off, such a request is refused bad_request and
+// only <prefix>.action.<node>.<Action> runs actions, so that NATS subject
+// permissions govern which actions a user may run.
+func WithBodyForm(on bool) Option {
+	return func(o *options) error {
+		o.bodyForm = on
+		return nil
+	}
+}
+
 // WithShutdownTimeout bounds the graceful shutdown Run does when its
 // context ends (default: the max timeout plus 5 s, time enough for every
 // request in flight to reach its own deadline).
@@ -169,8 +187,10 @@ func WithShutdownTimeout(d time.Duration) Option {
 // Server answers action requests from NATS. It has one owner, who calls
 // Start once and Shutdown once (or Run, which does both).
 type Server struct {
-	nc           *nats.Conn
-	nodes        Nodes
+	nc *nats.Conn
+	// nodes is replaced whole by SetNodes, never modified: a request
+	// looks its node up once, in the map current when it arrives.
+	nodes        atomic.Pointer[Nodes]
 	o            options
 	actionPrefix string // "<prefix>.action."
 
@@ -216,6 +236,7 @@ func New(nc *nats.Conn, nodes Nodes, opts ...Option) (*Server, error) {
 		maxTimeout:      DefaultMaxTimeout,
 		maxInflight:     DefaultMaxInflight,
 		maxRequestBytes: DefaultMaxRequestBytes,
+		bodyForm:        true,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -234,9 +255,28 @@ func New(nc *nats.Conn, nodes Nodes, opts ...Option) (*Server, error) {
 	if o.shutdownTimeout == 0 {
 		o.shutdownTimeout = o.maxTimeout + shutdownTimeoutMargin
 	}
+	ns, err := checkNodes(nodes)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		nc:           nc,
+		o:            o,
+		actionPrefix: o.prefix + ".action.",
+		sem:          make(chan struct{}, o.maxInflight),
+		msgs:         make(chan *nats.Msg, msgQueue),
+		stop:         make(chan struct{}),
+		dispatchDone: make(chan struct{}),
+	}
+	s.nodes.Store(&ns)
+	return s, nil
+}
+
+// checkNodes copies nodes, checking every name and Sender.
+func checkNodes(nodes Nodes) (Nodes, error) {
 	ns := make(Nodes, len(nodes))
 	for name, snd := range nodes {
-		if name == "" || !isToken(name) {
+		if !amiwire.ValidName(name) {
 			return nil, fmt.Errorf("command: node name %q: not a valid subject token ([A-Za-z0-9_-]+)", name)
 		}
 		if snd == nil {
@@ -244,16 +284,21 @@ func New(nc *nats.Conn, nodes Nodes, opts ...Option) (*Server, error) {
 		}
 		ns[name] = snd
 	}
-	return &Server{
-		nc:           nc,
-		nodes:        ns,
-		o:            o,
-		actionPrefix: o.prefix + ".action.",
-		sem:          make(chan struct{}, o.maxInflight),
-		msgs:         make(chan *nats.Msg, msgQueue),
-		stop:         make(chan struct{}),
-		dispatchDone: make(chan struct{}),
-	}, nil
+	return ns, nil
+}
+
+// SetNodes replaces the configured nodes (a configuration reload), checked
+// as by New; on error nothing changes. A request arriving afterwards for a
+// node no longer in nodes is answered unknown_node; one that found its
+// Sender before goes on with it, so the caller retires an old Sender only
+// once the requests it holds have returned.
+func (s *Server) SetNodes(nodes Nodes) error {
+	ns, err := checkNodes(nodes)
+	if err != nil {
+		return err
+	}
+	s.nodes.Store(&ns)
+	return nil
 }
 
 // Start subscribes, in the queue group, to <prefix>.action.* and
@@ -263,7 +308,7 @@ func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.stopped {
-		return errors.New("command: Start called twice or after Shutdown")
+		return fmt.Errorf("command: Start after Start or Shutdown: %w", ErrStarted)
 	}
 	for _, subj := range []string{s.actionPrefix + "*", s.actionPrefix + "*.*"} {
 		sub, err := s.nc.ChanQueueSubscribe(subj, s.o.queue, s.msgs)
@@ -282,7 +327,7 @@ func (s *Server) Start() error {
 	s.o.logger.Info("serving AMI actions",
 		zap.String("subjects", s.actionPrefix+"*, "+s.actionPrefix+"*.*"),
 		zap.String("queue_group", s.o.queue),
-		zap.Int("nodes", len(s.nodes)),
+		zap.Int("nodes", len(*s.nodes.Load())),
 		zap.Int("max_inflight", s.o.maxInflight))
 	return nil
 }
@@ -446,7 +491,7 @@ func (s *Server) accept(m *nats.Msg) {
 	case s.sem <- struct{}{}:
 		go s.handle(m, node, subjAction, start)
 	default:
-		c := s.newCall(m, node, subjAction, start)
+		c := s.newCall(m, *s.nodes.Load(), node, subjAction, start)
 		c.fail(CodeOverloaded, fmt.Sprintf("this actor is already working on %d requests; retry later", cap(s.sem)))
 	}
 }
@@ -471,9 +516,9 @@ type call struct {
 	done    atomic.Bool
 }
 
-func (s *Server) newCall(m *nats.Msg, node, subjAction string, start time.Time) *call {
+func (s *Server) newCall(m *nats.Msg, nodes Nodes, node, subjAction string, start time.Time) *call {
 	c := &call{s: s, reply: m.Reply, node: node, start: start, nodeLbl: labelUnknownNode, actLbl: "other"}
-	if _, ok := s.nodes[node]; ok {
+	if _, ok := nodes[node]; ok {
 		c.nodeLbl = node
 	}
 	if checkActionName("", subjAction) == nil {
@@ -521,14 +566,24 @@ func (c *call) publish(data []byte, outcome string, elapsed time.Duration) {
 // handle works on one request in its own goroutine, holding a sem token.
 func (s *Server) handle(m *nats.Msg, node, subjAction string, start time.Time) {
 	defer func() { <-s.sem }()
-	c := s.newCall(m, node, subjAction, start)
+	nodes := *s.nodes.Load()
+	c := s.newCall(m, nodes, node, subjAction, start)
+	if subjAction == "" && !s.o.bodyForm {
+		c.fail(CodeBadRequest, fmt.Sprintf("subject: the body form %s%s is turned off on this actor; name the action in the subject: %s%s.<Action>",
+			s.actionPrefix, node, s.actionPrefix, node))
+		return
+	}
+	if err := checkSubjectSpelling(s.actionPrefix, node, subjAction); err != nil {
+		c.fail(CodeBadRequest, err.Error())
+		return
+	}
 	req, err := DecodeRequest(m.Data, subjAction, s.o.maxRequestBytes)
 	if err != nil {
 		c.fail(CodeBadRequest, err.Error())
 		return
 	}
 	c.setAction(req.Action)
-	sender, ok := s.nodes[node]
+	sender, ok := nodes[node]
 	if !ok {
 		c.fail(CodeUnknownNode, fmt.Sprintf("node %q is not configured", node))
 		return
@@ -631,13 +686,4 @@ func checkSubject(subj string) error {
 		}
 	}
 	return nil
-}
-
-func isToken(name string) bool {
-	for i := 0; i < len(name); i++ {
-		if !isNameByte(name[i]) {
-			return false
-		}
-	}
-	return true
 }

@@ -12,41 +12,37 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/session"
 )
 
-// startNATS runs an embedded nats-server on a free port. maxPayload 0
-// keeps the server's default (1 MiB).
-func startNATS(t *testing.T, maxPayload int32) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: maxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+// blockingSender is a Sender that ignores ctx: each call signals entered
+// (capacity 1), then waits for release before it echoes the action.
+func blockingSender() (snd *fakeSender, entered <-chan struct{}, release chan struct{}) {
+	in := make(chan struct{}, 1)
+	release = make(chan struct{})
+	return &fakeSender{fn: func(_ context.Context, a session.Action) (*session.Result, error) {
+		in <- struct{}{}
+		<-release
+		return echoResult(a), nil
+	}}, in, release
 }
 
-func connect(t *testing.T, ns *server.Server) *nats.Conn {
+// subscribe delivers the messages on subject to the returned channel of
+// capacity n until the test ends.
+func subscribe(t *testing.T, nc *nats.Conn, subject string, n int) chan *nats.Msg {
 	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
+	ch := make(chan *nats.Msg, n)
+	sub, err := nc.ChanSubscribe(subject, ch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	return nc
+	t.Cleanup(func() { sub.Unsubscribe() })
+	return ch
 }
 
 // fakeSender stands in for a session: fn decides the outcome, calls counts
@@ -86,7 +82,7 @@ func echoSender() *fakeSender {
 }
 
 type testEnv struct {
-	ns  *server.Server
+	ns  *testenv.NATS
 	nc  *nats.Conn // the requesters' connection
 	srv *Server
 	m   *metrics.Metrics
@@ -96,9 +92,9 @@ type testEnv struct {
 // Server is shut down at the end of the test unless the test did it.
 func newEnv(t *testing.T, maxPayload int32, nodes Nodes, opts ...Option) *testEnv {
 	t.Helper()
-	ns := startNATS(t, maxPayload)
-	env := &testEnv{ns: ns, nc: connect(t, ns), m: metrics.New()}
-	env.srv = startServer(t, connect(t, ns), nodes, append([]Option{WithMetrics(env.m)}, opts...)...)
+	ns := testenv.StartNATS(t, testenv.NoJetStream(), testenv.MaxPayload(maxPayload))
+	env := &testEnv{ns: ns, nc: testenv.Connect(t, ns.ClientURL()), m: metrics.New()}
+	env.srv = startServer(t, testenv.Connect(t, ns.ClientURL()), nodes, append([]Option{WithMetrics(env.m)}, opts...)...)
 	return env
 }
 
@@ -169,8 +165,8 @@ func TestServerSubjectForm(t *testing.T) {
 	if r := env.request(t, "ami.action.pbx1.Ping", ``); !r.OK || r.Action != "Ping" || snd.last().Name != "Ping" {
 		t.Fatalf("empty body: %+v", r)
 	}
-	if r := env.request(t, "ami.action.pbx1.ping", `{"action":"PING"}`); !r.OK || r.Action != "ping" {
-		t.Fatalf("case-insensitive match: %+v", r)
+	if r := env.request(t, "ami.action.pbx1.Ping", `{"action":"PING"}`); !r.OK || r.Action != "Ping" {
+		t.Fatalf("body action matching the subject's without case: %+v", r)
 	}
 	if r := env.request(t, "ami.action.pbx1.Command", `{"fields":{"Command":"core show version"}}`); !r.OK || snd.last().Name != "Command" {
 		t.Fatalf("action from subject, fields from body: %+v", r)
@@ -210,7 +206,7 @@ func TestServerErrorCodes(t *testing.T) {
 		{"bad_request", "ami.action.pbx1", `not json`, nil, CodeBadRequest, 0, [2]string{"pbx1", "other"}, "not valid JSON"},
 		{"forbidden", "ami.action.pbx1", `{"action":"Logoff"}`, nil, CodeForbidden, 0, [2]string{"pbx1", "Logoff"}, "not allowed"},
 		{"forbidden lower case", "ami.action.pbx1", `{"action":"logoff"}`, nil, CodeForbidden, 0, [2]string{"pbx1", "Logoff"}, "not allowed"},
-		{"forbidden upper case by subject", "ami.action.pbx1.LOGOFF", ``, nil, CodeForbidden, 0, [2]string{"pbx1", "Logoff"}, "not allowed"},
+		{"upper case by subject", "ami.action.pbx1.LOGOFF", ``, nil, CodeBadRequest, 0, [2]string{"pbx1", "Logoff"}, `ami.action.pbx1.Logoff`},
 		{"forbidden Events", "ami.action.pbx1", `{"action":"events","fields":{"EventMask":"off"}}`, nil, CodeForbidden, 0, [2]string{"pbx1", "Events"}, "not allowed"},
 		{"unknown_node", "ami.action.nosuch", `{"action":"Ping"}`, nil, CodeUnknownNode, 0, [2]string{"unknown", "Ping"}, `"nosuch"`},
 		{"unknown_node by subject", "ami.action.nosuch.Ping", ``, nil, CodeUnknownNode, 0, [2]string{"unknown", "Ping"}, `"nosuch"`},
@@ -329,21 +325,10 @@ func TestServerBadInputKeepsServing(t *testing.T) {
 // Sender's later answer is discarded and counted, and no second reply is
 // ever sent.
 func TestServerTimeoutPrecision(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	snd := &fakeSender{fn: func(_ context.Context, a session.Action) (*session.Result, error) {
-		entered <- struct{}{}
-		<-release // ignores ctx on purpose
-		return echoResult(a), nil
-	}}
+	snd, entered, release := blockingSender()
 	env := newEnv(t, 0, Nodes{"pbx1": snd})
-	replies := make(chan *nats.Msg, 10)
 	inbox := nats.NewInbox()
-	sub, err := env.nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	replies := subscribe(t, env.nc, inbox, 10)
 
 	const deadline = 200 * time.Millisecond
 	start := time.Now()
@@ -526,11 +511,11 @@ func TestServerNoReplySubject(t *testing.T) {
 // TestServerQueueGroupExactlyOnce: two replicas in one queue group share
 // the requests and each request is answered exactly once.
 func TestServerQueueGroupExactlyOnce(t *testing.T) {
-	ns := startNATS(t, 0)
-	nc := connect(t, ns)
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
+	nc := testenv.Connect(t, ns.ClientURL())
 	a, b := echoSender(), echoSender()
-	srvA := startServer(t, connect(t, ns), Nodes{"pbx1": a})
-	srvB := startServer(t, connect(t, ns), Nodes{"pbx1": b})
+	srvA := startServer(t, testenv.Connect(t, ns.ClientURL()), Nodes{"pbx1": a})
+	srvB := startServer(t, testenv.Connect(t, ns.ClientURL()), Nodes{"pbx1": b})
 	const n = 400
 	counts := collectReplies(t, nc, n, func(inbox string) error {
 		return nc.PublishRequest("ami.action.pbx1.Ping", inbox, nil)
@@ -561,13 +546,8 @@ func TestServerOverloaded(t *testing.T) {
 		return echoResult(a), nil
 	}}
 	env := newEnv(t, 0, Nodes{"pbx1": snd}, WithMaxInflight(2))
-	busy := make(chan *nats.Msg, 2)
 	inbox := nats.NewInbox()
-	sub, err := env.nc.ChanSubscribe(inbox+".*", busy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	busy := subscribe(t, env.nc, inbox+".*", 2)
 	for i := 0; i < 2; i++ {
 		if err := env.nc.PublishRequest("ami.action.pbx1.Ping", fmt.Sprintf("%s.%d", inbox, i), nil); err != nil {
 			t.Fatal(err)
@@ -645,24 +625,13 @@ func TestServerLabelsAreBounded(t *testing.T) {
 // TestServerGracefulShutdown: Shutdown stops taking requests at once, but
 // the request in flight is answered before it returns.
 func TestServerGracefulShutdown(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	snd := &fakeSender{fn: func(_ context.Context, a session.Action) (*session.Result, error) {
-		entered <- struct{}{}
-		<-release
-		return echoResult(a), nil
-	}}
+	snd, entered, release := blockingSender()
 	env := newEnv(t, 0, Nodes{"pbx1": snd})
 	drained := make(chan struct{})
 	env.srv.testHookDrained = func() { close(drained) }
 
-	inflight := make(chan *nats.Msg, 2)
 	inbox := nats.NewInbox()
-	sub, err := env.nc.ChanSubscribe(inbox, inflight)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	inflight := subscribe(t, env.nc, inbox, 2)
 	if err := env.nc.PublishRequest("ami.action.pbx1.Ping", inbox, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -704,13 +673,7 @@ func TestServerGracefulShutdown(t *testing.T) {
 // TestServerShutdownDeadline: Shutdown gives up when its context ends
 // before a stuck Sender returns, and says how many requests it left.
 func TestServerShutdownDeadline(t *testing.T) {
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	snd := &fakeSender{fn: func(_ context.Context, a session.Action) (*session.Result, error) {
-		entered <- struct{}{}
-		<-release
-		return echoResult(a), nil
-	}}
+	snd, entered, release := blockingSender()
 	env := newEnv(t, 0, Nodes{"pbx1": snd}, WithTimeouts(time.Second, time.Minute))
 	defer close(release) // runs before the cleanups, so the handler ends
 	if err := env.nc.PublishRequest("ami.action.pbx1.Ping", nats.NewInbox(), nil); err != nil {
@@ -732,7 +695,7 @@ func TestServerShutdownDeadline(t *testing.T) {
 // wait for a drain or flush that only a server could confirm: Shutdown
 // returns in well under a second instead of its whole budget.
 func TestServerShutdownWhileNATSDown(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
 	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -747,7 +710,7 @@ func TestServerShutdownWhileNATSDown(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ns.Shutdown()
+	ns.Stop()
 	<-down
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -761,8 +724,8 @@ func TestServerShutdownWhileNATSDown(t *testing.T) {
 }
 
 func TestServerRun(t *testing.T) {
-	ns := startNATS(t, 0)
-	s, err := New(connect(t, ns), Nodes{"pbx1": echoSender()})
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
+	s, err := New(testenv.Connect(t, ns.ClientURL()), Nodes{"pbx1": echoSender()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -779,21 +742,16 @@ func TestServerRun(t *testing.T) {
 // TestCallRepliesOnce: however many paths try to reply to one request,
 // exactly one reply is sent and counted.
 func TestCallRepliesOnce(t *testing.T) {
-	ns := startNATS(t, 0)
-	nc := connect(t, ns)
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
+	nc := testenv.Connect(t, ns.ClientURL())
 	m := metrics.New()
 	s, err := New(nc, Nodes{"pbx1": echoSender()}, WithMetrics(m))
 	if err != nil {
 		t.Fatal(err)
 	}
-	replies := make(chan *nats.Msg, 100)
 	inbox := nats.NewInbox()
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	c := s.newCall(&nats.Msg{Subject: "ami.action.pbx1.Ping", Reply: inbox}, "pbx1", "Ping", time.Now())
+	replies := subscribe(t, nc, inbox, 100)
+	c := s.newCall(&nats.Msg{Subject: "ami.action.pbx1.Ping", Reply: inbox}, *s.nodes.Load(), "pbx1", "Ping", time.Now())
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
 		wg.Go(func() { c.fail(CodeTimeout, "t") })
@@ -811,8 +769,8 @@ func TestCallRepliesOnce(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	ns := startNATS(t, 0)
-	nc := connect(t, ns)
+	ns := testenv.StartNATS(t, testenv.NoJetStream())
+	nc := testenv.Connect(t, ns.ClientURL())
 	ok := Nodes{"pbx1": echoSender()}
 	for _, tc := range []struct {
 		name  string
@@ -846,5 +804,39 @@ func TestServerSubjectPrefix(t *testing.T) {
 	}
 	if _, err := env.nc.Request("ami.action.pbx1.Ping", nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("default prefix answered: %v", err)
+	}
+}
+
+// TestServerSetNodes: SetNodes replaces the node list while serving: a
+// node dropped is unknown_node (counted under node "unknown"), a node added
+// is served; a bad list is refused whole and changes nothing.
+func TestServerSetNodes(t *testing.T) {
+	one, two := echoSender(), echoSender()
+	env := newEnv(t, 0, Nodes{"pbx1": one})
+	if r := env.request(t, "ami.action.pbx2.Ping", ``); r.Error == nil || r.Error.Code != CodeUnknownNode {
+		t.Fatalf("pbx2 before SetNodes: %+v", r)
+	}
+	for _, bad := range []Nodes{{"pbx2": two, "bad.name": two}, {"pbx2": nil}} {
+		if err := env.srv.SetNodes(bad); err == nil {
+			t.Fatalf("SetNodes(%v) accepted", bad)
+		}
+	}
+	if r := env.request(t, "ami.action.pbx1.Ping", ``); !r.OK {
+		t.Fatalf("pbx1 after refused lists: %+v", r)
+	}
+	if err := env.srv.SetNodes(Nodes{"pbx2": two}); err != nil {
+		t.Fatal(err)
+	}
+	if r := env.request(t, "ami.action.pbx1.Ping", ``); r.Error == nil || r.Error.Code != CodeUnknownNode {
+		t.Fatalf("pbx1 after its removal: %+v", r)
+	}
+	if r := env.request(t, "ami.action.pbx2.Ping", ``); !r.OK {
+		t.Fatalf("pbx2 after SetNodes: %+v", r)
+	}
+	if one.calls.Load() != 1 || two.calls.Load() != 1 {
+		t.Fatalf("calls: pbx1 %d, pbx2 %d; want 1 each", one.calls.Load(), two.calls.Load())
+	}
+	if got := env.outcome("unknown", "Ping", string(CodeUnknownNode)); got != 2 {
+		t.Fatalf("unknown_node under node=unknown: %v, want 2", got)
 	}
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amiwire"
-	"github.com/amibus/amibus/pkg/eventq"
 )
 
 // benchRound is how many events a benchmark round publishes before it waits
@@ -42,8 +43,8 @@ type pipeRig struct {
 	round  int
 }
 
-func newPipeRig(b *testing.B, env *natsEnv, events []*amiwire.Message) *pipeRig {
-	nc := env.connect(b)
+func newPipeRig(b *testing.B, env *testenv.NATS, events []*amiwire.Message) *pipeRig {
+	nc := connect(b, env)
 	ensureStream(b, nc, StreamConfig{})
 	// The signal that a round is stored: its session_end, seen on a core
 	// subscription to the meta subject only (one message per round).
@@ -114,8 +115,8 @@ type directRig struct {
 	round    int
 }
 
-func newDirectRig(b *testing.B, env *natsEnv, events []*amiwire.Message, prefix string) *directRig {
-	nc := env.connect(b)
+func newDirectRig(b *testing.B, env *testenv.NATS, events []*amiwire.Message, prefix string) *directRig {
+	nc := connect(b, env)
 	r := &directRig{b: b, payloads: make([][]byte, len(events)), subjects: make([]string, len(events))}
 	if prefix != "ami" {
 		// Beside the pipeline's stream on the same server: same kind.
@@ -199,18 +200,9 @@ func (r *directRig) close() {
 // file-storage stream, every one acknowledged before the clock stops.
 func BenchmarkPipeline(b *testing.B) {
 	events := benchEvents(b)
-	env := startNATS(b, 0)
+	env := testenv.StartNATS(b)
 	r := newPipeRig(b, env, events)
-	b.ReportAllocs()
-	b.ResetTimer()
-	var elapsed time.Duration
-	for done := 0; done < b.N; {
-		n := min(benchRound, b.N-done)
-		elapsed += r.run(n)
-		done += n
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	measureRounds(b, r.run)
 	r.close(b.N)
 }
 
@@ -218,18 +210,9 @@ func BenchmarkPipeline(b *testing.B) {
 // kind of stream: the rate the pipeline is measured against.
 func BenchmarkDirectPublish(b *testing.B) {
 	events := benchEvents(b)
-	env := startNATS(b, 0)
+	env := testenv.StartNATS(b)
 	r := newDirectRig(b, env, events, "ami")
-	b.ReportAllocs()
-	b.ResetTimer()
-	var elapsed time.Duration
-	for done := 0; done < b.N; {
-		n := min(benchRound, b.N-done)
-		elapsed += r.run(n)
-		done += n
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	measureRounds(b, r.run)
 	r.close()
 }
 
@@ -239,7 +222,7 @@ func BenchmarkDirectPublish(b *testing.B) {
 func BenchmarkPipelineVsDirect(b *testing.B) {
 	const round = 5000
 	events := benchEvents(b)
-	env := startNATS(b, 0)
+	env := testenv.StartNATS(b)
 	pr := newPipeRig(b, env, events)
 	dr := newDirectRig(b, env, events, "direct")
 	b.ResetTimer()
@@ -256,4 +239,20 @@ func BenchmarkPipelineVsDirect(b *testing.B) {
 	b.ReportMetric(td.Seconds()/tp.Seconds(), "ratio")
 	pr.close(b.N)
 	dr.close()
+}
+
+// measureRounds publishes b.N events in rounds of benchRound with run,
+// which returns how long a round took, and reports the rate over the
+// rounds' time only.
+func measureRounds(b *testing.B, run func(n int) time.Duration) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	var elapsed time.Duration
+	for done := 0; done < b.N; {
+		n := min(benchRound, b.N-done)
+		elapsed += run(n)
+		done += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 }

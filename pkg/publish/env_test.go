@@ -3,81 +3,29 @@ package publish
 import (
 	"context"
 	"encoding/json"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/amibus/amibus/pkg/eventq"
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// natsEnv is a real nats-server with JetStream, which a test can stop and
-// start again on the same port and store.
-type natsEnv struct {
-	t          testing.TB
-	dir        string
-	port       int
-	maxPayload int32
-	srv        *server.Server
-}
-
-func startNATS(t testing.TB, maxPayload int32) *natsEnv {
+// connect dials as the ingest must: no reconnect buffer, reconnecting
+// forever; async errors (an outage) are expected and not printed.
+func connect(t testing.TB, env *testenv.NATS) *nats.Conn {
 	t.Helper()
-	e := &natsEnv{t: t, dir: t.TempDir(), port: server.RANDOM_PORT, maxPayload: maxPayload}
-	e.start()
-	e.port = e.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(e.stop)
-	return e
-}
-
-func (e *natsEnv) start() {
-	e.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: e.port, JetStream: true, StoreDir: e.dir,
-		NoSigs: true, NoLog: true, MaxPayload: e.maxPayload,
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		e.t.Fatal("nats-server not ready")
-	}
-	e.srv = srv
-}
-
-func (e *natsEnv) stop() {
-	if e.srv != nil {
-		e.srv.Shutdown()
-		e.srv.WaitForShutdown()
-		e.srv = nil
-	}
-}
-
-func (e *natsEnv) url() string { return "nats://127.0.0.1:" + strconv.Itoa(e.port) }
-
-// connect dials as the ingest must: no reconnect buffer, reconnect forever.
-func (e *natsEnv) connect(t testing.TB) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(e.url(), nats.ReconnectBufSize(-1), nats.MaxReconnects(-1),
-		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0),
+	return testenv.Connect(t, env.ClientURL(), nats.ReconnectBufSize(-1),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -88,10 +36,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 
 func ensureStream(t testing.TB, nc *nats.Conn, cfg StreamConfig) jetstream.JetStream {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, nc)
 	if _, err := EnsureStream(ctxT(t, 10*time.Second), js, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -107,10 +52,20 @@ type pipeline struct {
 
 func newPipeline(t testing.TB, nc *nats.Conn, nodes []string, qopts []eventq.Option, popts ...Option) *pipeline {
 	t.Helper()
+	return buildPipeline(t, nc, nodes, qopts, nil, popts...)
+}
+
+// buildPipeline is newPipeline with a hook that may wrap the Publisher's
+// JetStream (a scriptedJS) before it starts.
+func buildPipeline(t testing.TB, nc *nats.Conn, nodes []string, qopts []eventq.Option, hook func(*Publisher), popts ...Option) *pipeline {
+	t.Helper()
 	reg := metrics.New()
 	pub, err := NewPublisher(nc, append([]Option{WithMetrics(reg)}, popts...)...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(pub)
 	}
 	pl := &pipeline{pub: pub, reg: reg, qs: map[string]*eventq.Queue{}}
 	budget := eventq.NewBudget(eventq.DefaultMaxBytes)

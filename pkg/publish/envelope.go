@@ -4,8 +4,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/amibus/amibus/pkg/amijson"
-	"github.com/amibus/amibus/pkg/eventq"
+	"github.com/amibus/amibus/internal/amijson"
+	"github.com/amibus/amibus/internal/eventq"
 )
 
 // RedactedValue replaces the value of every redacted field.

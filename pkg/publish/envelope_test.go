@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/pkg/amiwire"
-	"github.com/amibus/amibus/pkg/eventq"
 )
 
 var t0 = time.Date(2026, 11, 23, 1, 41, 56, 154000321, time.FixedZone("CET", 3600))
@@ -332,6 +332,7 @@ func TestMetaIDs(t *testing.T) {
 		{eventq.Item{Kind: eventq.KindSessionEnd, Session: "i-pbx1-1"}, "i-pbx1-1-end"},
 		{eventq.Item{Kind: eventq.KindGap, Session: "i-pbx1-1", FirstSeq: 17}, "i-pbx1-1-gap-17"},
 		{eventq.Item{Kind: eventq.KindSnapshot, Session: "i-pbx1-1", Action: "Core Show\r\n", Seq: 3}, "i-pbx1-1-snap-Core_Show__-3"},
+		{eventq.Item{Kind: eventq.KindSnapshot, Session: "i-pbx1-1", Action: "CoreShowChannels", Seq: 3, Count: 1}, "i-pbx1-1-snap-CoreShowChannels-3-2"},
 	} {
 		if got := string(appendMetaID(nil, &tc.it)); got != tc.want {
 			t.Errorf("%v: %q, want %q", tc.it.Kind, got, tc.want)

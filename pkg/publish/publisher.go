@@ -11,8 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/amibus/amibus/pkg/eventq"
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/internal/lifecycle"
+	"github.com/amibus/amibus/internal/metrics"
 )
 
 // Publisher defaults.
@@ -47,7 +48,8 @@ var (
 	// ErrClosed: the Publisher was drained; it takes no more nodes.
 	ErrClosed = errors.New("publish: publisher closed")
 	// ErrStarted: Start was called twice.
-	ErrStarted = errors.New("publish: already started")
+	// It is lifecycle.ErrStarted, the one error of a second start.
+	ErrStarted = lifecycle.ErrStarted
 	// ErrDuplicateNode: Add was called twice for one node.
 	ErrDuplicateNode = errors.New("publish: node already added")
 	// ErrUnknownNode: no queue was added for that node.
@@ -70,6 +72,7 @@ type options struct {
 	metrics     *metrics.Metrics
 	log         *zap.Logger
 	fence       func()
+	stream      *StreamConfig
 }
 
 // Option configures a Publisher.
@@ -164,7 +167,7 @@ func WithMetrics(m *metrics.Metrics) Option {
 }
 
 // WithFence sets the function that makes every publish handed to nats.go
-// and not yet acknowledged unable to reach the stream (natsconn.ResetDialer's
+// and not yet acknowledged unable to reach the stream (daemon.ResetDialer's
 // Reset, which aborts the socket). Drain and Remove call it when their
 // deadline passes while a node still has publishes in flight or is blocked
 // inside nats.go: otherwise those could be stored after the node was handed
@@ -173,6 +176,23 @@ func WithMetrics(m *metrics.Metrics) Option {
 func WithFence(f func()) Option {
 	return func(o *options) error {
 		o.fence = f
+		return nil
+	}
+}
+
+// WithStream makes the Publisher recreate the stream with cfg when
+// publishes find none (JetStream answers "no responders": the stream was
+// deleted, or a NATS server came back without its storage). What the lost
+// stream held cannot be known here; what the queues buffered is then
+// published in order. Without it, such publishes are retried until a stream
+// appears.
+func WithStream(cfg StreamConfig) Option {
+	return func(o *options) error {
+		c, err := cfg.withDefaults()
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		o.stream = &c
 		return nil
 	}
 }
@@ -190,13 +210,15 @@ func WithLogger(l *zap.Logger) Option {
 }
 
 // Publisher publishes the items of node queues to JetStream: one per
-// process, one goroutine per node, all nodes sharing one cap on
-// unacknowledged publishes.
+// process, one goroutine per node while that node has something to publish
+// (an idle node's worker parks, see worker.park), all nodes sharing one cap
+// on unacknowledged publishes.
 //
 // Per node, items are published in queue order, each event with
 // Nats-Msg-Id "<session>-<seq>" and each marker with a deterministic id
 // ("<session>-start", "<session>-end", "<session>-gap-<first_seq>",
-// "<session>-snap-<action>-<seq>"), so that any retry is deduplicated by
+// "<session>-snap-<action>-<seq>", with "-2", "-3" ... appended to a later
+// snapshot of the same action at the same seq), so that any retry is deduplicated by
 // JetStream within the stream's duplicate window.
 //
 // Order: JetStream stores the messages of one connection in the order they
@@ -233,6 +255,16 @@ type Publisher struct {
 	// handlers take it on nats.go's goroutines.
 	amu      sync.Mutex
 	inflight map[*nats.Msg]*entry
+	// gate, guarded by amu, is non-nil while the stream is being checked
+	// (WithStream): no publish is sent, and the channel is closed when
+	// sending may resume. idle is signalled when, gated, the last publish
+	// in flight has its outcome.
+	gate chan struct{}
+	idle chan struct{}
+	// lost is signalled by a publish that found no stream; watchStream,
+	// owned by the Publisher (Start to Drain), answers it.
+	lost      chan struct{}
+	watchDone chan struct{}
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -274,6 +306,8 @@ func NewPublisher(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 		sem:      make(chan struct{}, o.maxInflight),
 		inflight: make(map[*nats.Msg]*entry, o.maxInflight),
 		workers:  make(map[string]*worker),
+		idle:     make(chan struct{}, 1),
+		lost:     make(chan struct{}, 1),
 		// nats.go's own no-responders retries run on timers, behind later
 		// publishes: they could store a message after its successors. The
 		// Publisher retries itself, in order.
@@ -328,10 +362,14 @@ func (p *Publisher) Start(ctx context.Context) error {
 		return ErrClosed
 	}
 	if p.started {
-		return ErrStarted
+		return fmt.Errorf("publish: %w", ErrStarted)
 	}
 	p.started = true
 	p.ctx, p.cancel = context.WithCancel(ctx)
+	if p.o.stream != nil {
+		p.watchDone = make(chan struct{})
+		go p.watchStream(p.ctx)
+	}
 	for _, w := range p.workers {
 		w.start(p.ctx)
 	}
@@ -361,6 +399,9 @@ func (p *Publisher) Drain(ctx context.Context) error {
 	err := p.stop(ctx, ws)
 	if p.cancel != nil {
 		p.cancel()
+	}
+	if p.watchDone != nil {
+		<-p.watchDone
 	}
 	// Drops nats.go's pending acks and its reply subscription and status
 	// listener goroutine; late outcomes are ignored (not in inflight).
@@ -487,11 +528,18 @@ func (p *Publisher) resolve(m *nats.Msg, err error) {
 	e.setOutcome(err)
 	w := e.w
 	w.inflightN--
-	if err != nil {
+	if err != nil && e.retryable {
 		w.failSeen = true
 	}
+	p.noteIdleLocked()
 	p.amu.Unlock()
 	<-p.sem
+	if p.o.stream != nil && isNoStream(err) {
+		select {
+		case p.lost <- struct{}{}:
+		default:
+		}
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:

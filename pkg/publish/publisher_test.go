@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,16 +17,17 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amiwire"
-	"github.com/amibus/amibus/pkg/eventq"
-	"github.com/amibus/amibus/pkg/metrics"
 )
 
 const sess = "a1b2c3-pbx1-1795398116"
 
 func TestPublishLosslessInOrder(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	q := pl.qs["pbx1"]
@@ -102,8 +104,8 @@ func TestPublishLosslessInOrder(t *testing.T) {
 }
 
 func TestPublishDeduplicatesSameItem(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	q := pl.qs["pbx1"]
@@ -136,8 +138,8 @@ func TestPublishDeduplicatesSameItem(t *testing.T) {
 // and checks the stored history: every seq once, in order, either as an
 // event or inside a buffer_full gap, and received = published + dropped.
 func TestNATSOutage(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, []eventq.Option{eventq.WithMaxEvents(500)},
 		WithAckTimeout(time.Second), WithRetryBackoff(10*time.Millisecond, 100*time.Millisecond), WithMaxInflight(64))
@@ -159,11 +161,11 @@ func TestNATSOutage(t *testing.T) {
 	}
 	q.SessionStarted(sessions[0], "9.0.0", t0)
 	push(sessions[0], 400)
-	env.stop()              // publishes in flight, others queued
+	env.Stop()              // publishes in flight, others queued
 	push(sessions[0], 2000) // the queue fills and drops
 	reconnected := make(chan struct{}, 1)
 	nc.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
-	env.start()
+	env.Start()
 	select {
 	case <-reconnected:
 	case <-ctxT(t, 10*time.Second).Done():
@@ -247,8 +249,8 @@ func TestNATSOutage(t *testing.T) {
 }
 
 func TestOverMaxPayloadIsAPublishFailedGap(t *testing.T) {
-	env := startNATS(t, 16<<10)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t, testenv.MaxPayload(16<<10))
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	q := pl.qs["pbx1"]
@@ -311,12 +313,9 @@ func TestOverMaxPayloadIsAPublishFailedGap(t *testing.T) {
 // TestServerRejectionIsAPublishFailedGap: JetStream itself refuses a message
 // (over the stream's max message size), after it was sent.
 func TestServerRejectionIsAPublishFailedGap(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
+	js := testenv.JetStream(t, nc)
 	if _, err := js.CreateStream(ctxT(t, 5*time.Second), jetstream.StreamConfig{
 		Name: DefaultStreamName, Subjects: []string{"ami.events.>"}, MaxMsgSize: 4096,
 	}); err != nil {
@@ -349,8 +348,8 @@ func TestServerRejectionIsAPublishFailedGap(t *testing.T) {
 }
 
 func TestPublishedEventsAreRedacted(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	events := loadEvents(t, "02e-security-events-seen-by-other-session.server.raw")
@@ -378,8 +377,8 @@ func TestPublishedEventsAreRedacted(t *testing.T) {
 }
 
 func TestBadEventNameIsPublishedOnASanitisedSubject(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{Prefix: "pbx.ami"})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithPrefix("pbx.ami"))
 	pl.qs["pbx1"].Event(sess, 1, t0, msg("Event", "Bad.Name *>"))
@@ -397,8 +396,8 @@ func TestBadEventNameIsPublishedOnASanitisedSubject(t *testing.T) {
 // TestInflightCapIsBackPressure: with one publish allowed in flight for the
 // process, two nodes still get everything stored, in order, nothing dropped.
 func TestInflightCapIsBackPressure(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil, WithMaxInflight(1))
 	for i := uint64(1); i <= 300; i++ {
@@ -428,11 +427,11 @@ func TestInflightCapIsBackPressure(t *testing.T) {
 // TestDrainDeadlineWithNATSDown: nothing can be stored; Drain gives up at
 // its deadline and every event is accounted for as dropped (shutdown).
 func TestDrainDeadlineWithNATSDown(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
-	env.stop()
+	env.Stop()
 	q := pl.qs["pbx1"]
 	q.SessionStarted(sess, "9.0.0", t0)
 	for i := uint64(1); i <= 100; i++ {
@@ -460,8 +459,8 @@ func TestDrainDeadlineWithNATSDown(t *testing.T) {
 
 // TestRemoveHandsOverOneNode drains one node while the other keeps going.
 func TestRemoveHandsOverOneNode(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil)
 	for i := uint64(1); i <= 50; i++ {
@@ -504,8 +503,8 @@ func TestRemoveHandsOverOneNode(t *testing.T) {
 }
 
 func TestNewPublisherValidates(t *testing.T) {
-	env := startNATS(t, 0)
-	buffered, err := nats.Connect(env.url())
+	env := testenv.StartNATS(t)
+	buffered, err := nats.Connect(env.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,7 +512,7 @@ func TestNewPublisherValidates(t *testing.T) {
 	if _, err := NewPublisher(buffered); !errors.Is(err, ErrReconnectBuffer) {
 		t.Fatalf("reconnect buffer not refused: %v", err)
 	}
-	nc := env.connect(t)
+	nc := connect(t, env)
 	for name, o := range map[string]Option{
 		"prefix":    WithPrefix("a..b"),
 		"wildcard":  WithPrefix("a.*"),
@@ -552,12 +551,9 @@ func TestNewPublisherValidates(t *testing.T) {
 }
 
 func TestEnsureStream(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
+	js := testenv.JetStream(t, nc)
 	ctx := ctxT(t, 10*time.Second)
 	s, err := EnsureStream(ctx, js, StreamConfig{})
 	if err != nil {
@@ -593,8 +589,8 @@ func TestEnsureStream(t *testing.T) {
 // TestRefusedLogIsCoalesced: a flood of events JetStream cannot take makes
 // one gap marker and a couple of log lines with counts, not one per event.
 func TestRefusedLogIsCoalesced(t *testing.T) {
-	env := startNATS(t, 16<<10)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t, testenv.MaxPayload(16<<10))
+	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
 	core, logs := observer.New(zapcore.InfoLevel)
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithLogger(zap.New(core)), WithLogInterval(time.Hour))
@@ -634,8 +630,8 @@ func TestRefusedLogIsCoalesced(t *testing.T) {
 // publishes still unstored fences the connection (so none can be stored
 // after the next owner's); a node drained in time does not.
 func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	ensureStream(t, nc, StreamConfig{})
 	var fences atomic.Int32
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil,
@@ -651,7 +647,7 @@ func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
 		t.Fatalf("fenced %d times after a complete drain", n)
 	}
 
-	env.stop()
+	env.Stop()
 	for i := uint64(1); i <= 20; i++ {
 		pl.qs["pbx2"].Event("s2", i, t0, msg("Event", "B"))
 	}
@@ -673,8 +669,8 @@ func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
 // after them (the PBX fell silent) still get their gap marker stored, once
 // the queue's gap delay has passed, not only when the next event comes.
 func TestTrailingGapPublishedWithoutNextEvent(t *testing.T) {
-	env := startNATS(t, 0)
-	nc := env.connect(t)
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
 	ensureStream(t, nc, StreamConfig{})
 	metas := make(chan *nats.Msg, 16)
 	sub, err := nc.ChanSubscribe(MetaSubject(DefaultPrefix, "pbx1"), metas)
@@ -703,5 +699,135 @@ func TestTrailingGapPublishedWithoutNextEvent(t *testing.T) {
 	}
 	if err := pl.pub.Drain(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStreamRecreatedInOrder: the stream is deleted while three nodes
+// publish; WithStream recreates it, and each node's events not stored
+// before are stored after, in order, each once, with nothing dropped.
+func TestStreamRecreatedInOrder(t *testing.T) {
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
+	js := ensureStream(t, nc, StreamConfig{})
+	nodes := []string{"pbx1", "pbx2", "pbx3"}
+	pl := newPipeline(t, nc, nodes, nil, WithStream(StreamConfig{}), WithMaxInflight(64),
+		WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond))
+	ev := msg("Event", "Newstate", "Channel", "SIP/100-1")
+	const before, after = 400, 400
+	for i := uint64(1); i <= before; i++ {
+		for _, n := range nodes {
+			pl.qs[n].Event(sess+n, i, t0, ev)
+		}
+	}
+	if err := js.DeleteStream(ctxT(t, 10*time.Second), DefaultStreamName); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(before + 1); i <= before+after; i++ {
+		for _, n := range nodes {
+			pl.qs[n].Event(sess+n, i, t0, ev)
+		}
+	}
+	if err := pl.pub.Drain(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	next := map[string]uint64{}
+	for _, s := range readStream(t, js, DefaultStreamName) {
+		id := s.event.Session
+		if s.isMeta() {
+			t.Fatalf("marker %s", s.data)
+		}
+		if next[id] == 0 {
+			next[id] = s.event.Seq
+		}
+		if s.event.Seq != next[id] {
+			t.Fatalf("%s: seq %d where %d expected", id, s.event.Seq, next[id])
+		}
+		next[id]++
+	}
+	for _, n := range nodes {
+		if next[sess+n] != before+after+1 {
+			t.Fatalf("%s: stream ends before seq %d", n, next[sess+n])
+		}
+		if st := checkAccounting(t, pl, n); st.Published != before+after || st.Dropped() != 0 {
+			t.Fatalf("%s: %+v", n, st)
+		}
+	}
+	if got := counter(pl.reg.StreamRecreations); got != 1 {
+		t.Fatalf("ami_stream_recreations_total %d, want 1", got)
+	}
+}
+
+// TestIdleWorkerParks: a node with nothing to publish holds no goroutine
+// (its worker parks once everything is acknowledged), a new item starts it
+// again, and Drain ends parked workers too.
+func TestIdleWorkerParks(t *testing.T) {
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
+	js := ensureStream(t, nc, StreamConfig{})
+	reg := metrics.New()
+	pub, err := NewPublisher(nc, WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parked := make(chan string, 16)
+	qs := map[string]*eventq.Queue{}
+	for _, n := range []string{"pbx1", "pbx2"} {
+		q, err := eventq.New(n, eventq.WithMetrics(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Add(n, q); err != nil {
+			t.Fatal(err)
+		}
+		pub.workers[n].onPark = func() { parked <- n }
+		pub.workers[n].parkAfter = 10 * time.Millisecond
+		qs[n] = q
+	}
+	if err := pub.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitPark := func(want string) {
+		t.Helper()
+		select {
+		case n := <-parked:
+			if n != want {
+				t.Fatalf("%s parked, want %s", n, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not park", want)
+		}
+	}
+	// Both start with empty queues.
+	for range 2 {
+		select {
+		case <-parked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a worker with an empty queue did not park")
+		}
+	}
+	qs["pbx1"].SessionStarted(sess, "9.0.0", t0)
+	waitPark("pbx1")
+	for round := uint64(1); round <= 3; round++ {
+		for i := range round {
+			seq := round*(round-1)/2 + i + 1
+			qs["pbx1"].Event(sess, seq, t0, msg("Event", "Newstate"))
+		}
+		// It parks only with every publish acknowledged.
+		waitPark("pbx1")
+		if st, _ := pub.Stats("pbx1"); st.Published != round*(round+1)/2 || st.MetaPublished != 1 {
+			t.Fatalf("round %d: parked with %+v", round, st)
+		}
+	}
+	if err := pub.Drain(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-parked:
+		t.Fatalf("%s parked again during Drain", n)
+	default:
+	}
+	// 1 session_start, 6 events, 1 session_end (Close) for pbx1.
+	if got := readStream(t, js, DefaultStreamName); len(got) != 8 {
+		t.Fatalf("%d messages stored, want 8", len(got))
 	}
 }

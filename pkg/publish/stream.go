@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/amibus/amibus/internal/logging"
 )
 
 // Stream defaults.
@@ -14,6 +19,7 @@ const (
 	DefaultStreamName      = "AMI_EVENTS"
 	DefaultPrefix          = "ami"
 	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultReplicas        = 1
 )
 
 // ErrInvalidStreamConfig reports a stream setting that cannot work; the error
@@ -49,7 +55,7 @@ func (c StreamConfig) withDefaults() (StreamConfig, error) {
 		c.Prefix = DefaultPrefix
 	}
 	if c.Replicas == 0 {
-		c.Replicas = 1
+		c.Replicas = DefaultReplicas
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
@@ -105,4 +111,130 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return nil, fmt.Errorf("publish: ensure stream %s: %w", c.Name, err)
 	}
 	return s, nil
+}
+
+// streamCheckPause is the shortest time between two checks of a stream
+// that publishes did not find: while NATS comes back, each node's retries
+// would otherwise ask again and again.
+const streamCheckPause = time.Second
+
+// streamCheckTimeout bounds one look-up or creation of the stream.
+const streamCheckTimeout = 10 * time.Second
+
+// errStreamCheck marks a publish held back while the stream is checked.
+var errStreamCheck = errors.New("publish: held back while the stream is checked")
+
+// errBehindFailure marks a publish held back because an earlier one of its
+// node failed and is not resent yet.
+var errBehindFailure = errors.New("publish: held back behind a failed publish")
+
+// isNoStream tells whether a publish failed because no stream took its
+// subject.
+func isNoStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// noteIdleLocked wakes watchStream when, with sending held back, the last
+// publish in flight has its outcome. Call with amu held.
+func (p *Publisher) noteIdleLocked() {
+	if p.gate != nil && len(p.inflight) == 0 {
+		select {
+		case p.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watchStream recreates the stream when publishes find none. Each round
+// holds every new publish back and waits until those in flight have their
+// outcome: the stream must not appear between a node's failed publish and
+// its successor already sent, or the successor would be stored first.
+func (p *Publisher) watchStream(ctx context.Context) {
+	defer close(p.watchDone)
+	pause := time.NewTimer(streamCheckPause)
+	pause.Stop()
+	defer pause.Stop()
+	logs := newStreamCheckLogs(p.o.log, p.o.logInterval)
+	defer logs.stop()
+	for {
+		select {
+		case <-p.lost:
+		case <-ctx.Done():
+			return
+		}
+		p.amu.Lock()
+		p.gate = make(chan struct{})
+		select {
+		case <-p.idle: // a stale wake-up
+		default:
+		}
+		idle := len(p.inflight) == 0
+		p.amu.Unlock()
+		if !idle {
+			select {
+			case <-p.idle:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() == nil {
+			p.checkStream(ctx, logs)
+		}
+		p.amu.Lock()
+		close(p.gate)
+		p.gate = nil
+		p.amu.Unlock()
+		pause.Reset(streamCheckPause)
+		select {
+		case <-pause.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// streamCheckLogs coalesces the failures of checkStream: while JetStream
+// is unavailable every publish finds no stream and a check fails about
+// once per streamCheckPause, which would otherwise be a line a second.
+type streamCheckLogs struct {
+	lookup, create *logging.Coalescer
+}
+
+func newStreamCheckLogs(log *zap.Logger, every time.Duration) streamCheckLogs {
+	return streamCheckLogs{
+		lookup: logging.NewCoalescer(log, "publishes found no stream, and looking it up failed; retrying", every),
+		create: logging.NewCoalescerWith(log, "stream lost and not recreated; retrying", every,
+			logging.CoalescerOptions{Level: zapcore.ErrorLevel}),
+	}
+}
+
+func (l streamCheckLogs) stop() {
+	l.lookup.Stop()
+	l.create.Stop()
+}
+
+// checkStream recreates the stream if it does not exist. Any other answer
+// (it exists: a leader election; JetStream not ready yet) lets the nodes
+// retry, and their next "no responders" brings the next check.
+func (p *Publisher) checkStream(ctx context.Context, logs streamCheckLogs) {
+	c := *p.o.stream
+	ctx, cancel := context.WithTimeout(ctx, streamCheckTimeout)
+	defer cancel()
+	_, err := p.js.Stream(ctx, c.Name)
+	if err == nil {
+		return
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		logs.lookup.AddWith(1, zap.String("stream", c.Name), zap.Error(err))
+		return
+	}
+	if _, err := EnsureStream(ctx, p.js, c); err != nil {
+		logs.create.AddWith(1, zap.String("stream", c.Name), zap.Error(err))
+		return
+	}
+	if p.o.metrics != nil {
+		p.o.metrics.StreamRecreations.Inc()
+	}
+	p.o.log.Warn("stream lost (deleted, or NATS came back without its storage): recreated with its configured settings; "+
+		"what it held before is unknown here, what the buffers hold is published now",
+		zap.String("stream", c.Name), zap.String("storage", c.Storage.String()))
 }

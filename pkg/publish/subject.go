@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/amibus/amibus/pkg/amiwire"
 )
 
 // MetaToken is the last subject token of lifecycle, gap and snapshot
@@ -44,7 +46,7 @@ func validEventToken(name []byte) bool {
 		return false
 	}
 	for _, c := range name {
-		if !tokenByte(c) {
+		if !amiwire.NameByte(c) {
 			return false
 		}
 	}
@@ -57,7 +59,7 @@ func appendBadToken(dst, name []byte) []byte {
 		name = name[:maxEventToken]
 	}
 	for _, c := range name {
-		if !tokenByte(c) {
+		if !amiwire.NameByte(c) {
 			c = '_'
 		}
 		dst = append(dst, c)
@@ -65,23 +67,9 @@ func appendBadToken(dst, name []byte) []byte {
 	return dst
 }
 
-func tokenByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
-}
-
 // ValidToken reports whether s is usable as one subject token for a node
-// name: non-empty, only [A-Za-z0-9_-].
-func ValidToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
+// name: non-empty, only [A-Za-z0-9_-] (amiwire.ValidName).
+func ValidToken(s string) bool { return amiwire.ValidName(s) }
 
 // validPrefix checks a subject prefix: one or more dot-separated tokens.
 func validPrefix(p string) error {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/amibus/amibus/pkg/amiwire"
 )
@@ -45,20 +44,8 @@ func loadEvents(t testing.TB, name string) []*amiwire.Message {
 }
 
 // jsonText is what encoding/json makes of s: each byte of invalid UTF-8
-// becomes U+FFFD.
-func jsonText(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			b.WriteRune(utf8.RuneError)
-		} else {
-			b.WriteString(s[i : i+n])
-		}
-		i += n
-	}
-	return b.String()
-}
+// becomes U+FFFD (as in a conversion to []rune).
+func jsonText(s string) string { return string([]rune(s)) }
 
 // refFields is the fields object a message must become, built the obvious
 // way with maps: the reference AppendEvent's hand-written grouping is

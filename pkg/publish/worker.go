@@ -12,16 +12,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/amibus/amibus/pkg/eventq"
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/internal/logging"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/pkg/amiwire"
 )
 
 const (
 	// popBatch is how many items a busy node takes from its queue at a
 	// time. A node starts at minPopBatch and doubles its batch each time a
-	// pop fills it: quiet nodes (most of a large fleet) keep about 2 KB of
-	// batch instead of 31 KB.
+	// pop fills it: quiet nodes (most of a large fleet) hold no batch while
+	// idle (batchPool) instead of 31 KB.
 	popBatch    = 128
 	minPopBatch = 8
 	// fillBudget bounds the publishes of one round before the node looks
@@ -36,6 +39,10 @@ const (
 	// headerRoom is kept free of the max payload for the headers when a
 	// snapshot is sized.
 	headerRoom = 512
+	// defaultParkAfter: a worker idle this long parks (no goroutine until
+	// its queue has an item). Longer than the gaps of a node with steady
+	// traffic, short next to a node that is idle for minutes.
+	defaultParkAfter = time.Second
 )
 
 type entryState uint8
@@ -72,6 +79,13 @@ func (e *entry) setOutcome(err error) {
 	e.state, e.err, e.retryable = stFailed, err, retryable(err)
 }
 
+// batchPool holds empty pop batches of minPopBatch items: a worker gives
+// its batch back whenever a pop finds its queue empty and takes one at the
+// next pop, so an idle node holds none (about 1.2 KiB each, 12 MiB at
+// 10,000 nodes), and a node with traffic pays a pool Get and Put per
+// wake-up, not an allocation.
+var batchPool = sync.Pool{New: func() any { return new([minPopBatch]eventq.Item) }}
+
 var entryPool = sync.Pool{New: func() any {
 	e := &entry{id: make([]string, 1)}
 	e.msg.Header = nats.Header{jetstream.MsgIDHeader: e.id}
@@ -88,13 +102,29 @@ type worker struct {
 	subjects map[string]string
 
 	cancel context.CancelFunc
-	done   chan struct{} // nil until started; closed when run returns
+	ctx    context.Context
+	done   chan struct{} // nil until started; closed when the worker ends (not when it parks)
+
+	// pmu guards parked (the goroutine ended to wait for a kick) and
+	// kicked (a kick came while it ran); see kick and park.
+	pmu    sync.Mutex
+	parked bool
+	kicked bool
+	onPark func() // tests: called (under pmu) when the worker parks
+	// parkAfter is how long an idle worker waits for work before it
+	// parks (defaultParkAfter; tests shorten it).
+	parkAfter time.Duration
+
+	// timer waits for a retry or a gap marker's time; made at its first
+	// use, owned by the goroutine.
+	timer *time.Timer
 	// wake is signalled by resolve when one of the node's publishes has an
 	// outcome.
 	wake chan struct{}
 
 	// inflightN counts the node's registered publishes, and failSeen says
-	// one of them failed since collect last looked; guarded by p.amu.
+	// one of them failed (retryably) since collect last looked, so that
+	// nothing more is sent before its resend; guarded by p.amu.
 	inflightN int
 	failSeen  bool
 
@@ -106,15 +136,16 @@ type worker struct {
 	qclosed  bool
 
 	resync   bool
+	gateWait <-chan struct{} // set by send when the stream check holds publishes back
 	retryAt  time.Time
 	backoff  time.Duration
 	failing  bool
 	failedAt time.Time
 	failN    uint64
 
-	refused    uint64 // refused for good since the last log line
-	refusedErr error
-	refusedLog time.Time
+	// refusedLog reports messages JetStream refused for good, one line per
+	// log interval at most; stopped by finish.
+	refusedLog *logging.Coalescer
 
 	redactFn  func([]byte) bool
 	redactHit bool
@@ -136,9 +167,13 @@ func newWorker(p *Publisher, node string, q *eventq.Queue) *worker {
 		metaSubj: MetaSubject(p.o.prefix, node),
 		subjects: make(map[string]string),
 		wake:     make(chan struct{}, 1),
-		batch:    make([]eventq.Item, 0, minPopBatch),
-		backoff:  p.o.retryMin,
+		// batch: nil while the node is idle (fill).
+		backoff:   p.o.retryMin,
+		parkAfter: defaultParkAfter,
 	}
+	w.refusedLog = logging.NewCoalescerWith(p.o.log, "JetStream refused messages for good; dropped (publish_failed)",
+		p.o.logInterval, logging.CoalescerOptions{Level: zapcore.WarnLevel, CountField: "dropped_delta", TotalField: "dropped_total"},
+		zap.String("node", node))
 	if p.redact != nil {
 		w.redactFn = w.redactField
 	}
@@ -156,19 +191,66 @@ func newWorker(p *Publisher, node string, q *eventq.Queue) *worker {
 func (w *worker) start(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	w.cancel = cancel
+	w.ctx = ctx
 	w.done = make(chan struct{})
-	go w.run(ctx)
+	// A parked worker learns of new items, of Close and of the end of ctx
+	// through kick, with no goroutine waiting.
+	w.q.SetWake(w.kick)
+	context.AfterFunc(ctx, w.kick)
+	go w.run()
 }
 
-func (w *worker) run(ctx context.Context) {
-	defer close(w.done)
-	defer w.finish()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+// kick starts the worker's goroutine again if it is parked, else makes
+// its next park fail. It runs under the queue's lock (eventq.SetWake) or
+// on ctx's AfterFunc goroutine: it must not block.
+func (w *worker) kick() {
+	w.pmu.Lock()
+	defer w.pmu.Unlock()
+	if w.parked {
+		w.parked = false
+		go w.run()
+		return
+	}
+	w.kicked = true
+}
+
+// park ends the goroutine of a worker with nothing to do until its queue
+// signals (kick): an idle node then has no goroutine, and no stack (several
+// KiB each, 10,000 at 10,000 nodes). It reports false if a kick came since
+// the last park, and the worker must look again.
+func (w *worker) park() bool {
+	w.pmu.Lock()
+	defer w.pmu.Unlock()
+	if w.kicked {
+		w.kicked = false
+		return false
+	}
+	w.parked = true
+	if w.onPark != nil {
+		w.onPark()
+	}
+	return true
+}
+
+// run is the worker's goroutine, from start or a kick to its park or its
+// end; only the end closes done.
+func (w *worker) run() {
+	if w.loop(w.ctx) {
+		return // parked
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.finish()
+	close(w.done)
+}
+
+// loop publishes until the worker can park (true) or ends (false).
+func (w *worker) loop(ctx context.Context) bool {
+	lingered := false // idle for parkAfter: park at the next idle look
 	for {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		pending := w.collect()
 		if w.resync {
@@ -181,8 +263,18 @@ func (w *worker) run(ctx context.Context) {
 				}
 				continue
 			}
+			if w.gateWait != nil {
+				// The stream is being checked or recreated: resend only
+				// after, so nothing resent precedes its earlier failures.
+				select {
+				case <-w.gateWait:
+				case <-ctx.Done():
+				}
+				w.gateWait = nil
+				continue
+			}
 			if d := time.Until(w.retryAt); d > 0 {
-				timer.Reset(d)
+				timer := w.timerAfter(d)
 				select {
 				case <-timer.C:
 				case <-ctx.Done():
@@ -196,7 +288,7 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		if w.qclosed && w.win.len() == 0 && len(w.failGaps) == 0 {
-			return // the queue is closed and all it held is stored
+			return false // the queue is closed and all it held is stored
 		}
 		var notify <-chan struct{}
 		var gapDue <-chan time.Time
@@ -205,10 +297,36 @@ func (w *worker) run(ctx context.Context) {
 			// Drops after the last event taken: come back for their gap
 			// marker when the queue will hand it out on its own.
 			if at, ok := w.q.GapPending(); ok {
-				timer.Reset(time.Until(at))
-				gapDue = timer.C
+				gapDue = w.timerAfter(time.Until(at)).C
 			}
 		}
+		if notify != nil && gapDue == nil && w.win.len() == 0 && len(w.failGaps) == 0 {
+			// Nothing in flight, nothing due: only the queue can give
+			// work. Wait parkAfter for it first, so that a node with
+			// steady traffic (10 events/s) keeps its goroutine instead
+			// of ending and starting one per event; then park, and the
+			// queue kicks (the TryPop that found it empty armed it).
+			if !lingered {
+				// A kick until now came with a Notify token, which this
+				// select takes: forget it, or the next park would fail.
+				w.pmu.Lock()
+				w.kicked = false
+				w.pmu.Unlock()
+				select {
+				case <-notify:
+				case <-w.timerAfter(w.parkAfter).C:
+					lingered = true
+				case <-ctx.Done():
+				}
+				continue
+			}
+			if w.park() {
+				return true
+			}
+			lingered = false
+			continue
+		}
+		lingered = false
 		select {
 		case <-w.wake:
 		case <-notify:
@@ -216,6 +334,16 @@ func (w *worker) run(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+// timerAfter returns w.timer set to fire after d, its channel drained.
+func (w *worker) timerAfter(d time.Duration) *time.Timer {
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d) // Go >= 1.23: no stale value after Reset
+	}
+	return w.timer
 }
 
 // collect releases the outcomes at the head of the window, in order, and
@@ -282,6 +410,9 @@ func (w *worker) republish(ctx context.Context) {
 	// Outcomes that are final are consumed first, whatever their place: an
 	// ack behind a failure is stored already.
 	w.p.amu.Lock()
+	// Every outcome is known and the window holds every failure: what
+	// failSeen said is handled here.
+	w.failSeen = false
 	n := w.win.len()
 	w.resolved = w.resolved[:0]
 	for i := 0; i < n; i++ {
@@ -323,7 +454,10 @@ func (w *worker) fill(ctx context.Context) bool {
 	maxPayload := int(w.p.nc.MaxPayload())
 	for range fillBudget {
 		if w.pos == len(w.batch) && !w.qclosed {
-			if len(w.batch) == cap(w.batch) && cap(w.batch) < popBatch {
+			switch {
+			case w.batch == nil:
+				w.batch = batchPool.Get().(*[minPopBatch]eventq.Item)[:0]
+			case len(w.batch) == cap(w.batch) && cap(w.batch) < popBatch:
 				// The last pop filled the batch: the node is busy.
 				w.batch = make([]eventq.Item, 0, min(2*cap(w.batch), popBatch))
 			}
@@ -331,6 +465,12 @@ func (w *worker) fill(ctx context.Context) bool {
 			w.batch, w.pos = b, 0
 			if errors.Is(err, eventq.ErrClosed) {
 				w.qclosed = true
+			}
+			if len(b) == 0 && cap(b) == minPopBatch {
+				// Nothing to take: an idle node holds no batch. Every
+				// slot is zero (each item is cleared once taken).
+				batchPool.Put((*[minPopBatch]eventq.Item)(b[:minPopBatch]))
+				w.batch = nil
 			}
 		}
 		var e *entry
@@ -398,6 +538,26 @@ func (w *worker) send(ctx context.Context, e *entry) bool {
 		return false
 	}
 	p.amu.Lock()
+	if p.gate != nil {
+		// Held back, not failed: no retry is counted.
+		w.gateWait = p.gate
+		e.state, e.err, e.retryable, e.stalled = stFailed, errStreamCheck, true, true
+		w.resync, w.retryAt = true, time.Time{}
+		p.amu.Unlock()
+		<-p.sem
+		return false
+	}
+	if w.failSeen {
+		// A publish of this node failed since its outcomes were last
+		// looked at (its answer came while this node went on sending):
+		// what goes out now would be stored before that one's resend, as
+		// when another node recreated the stream meanwhile. Held back, not
+		// failed: no retry is counted.
+		e.state, e.err, e.retryable, e.stalled = stFailed, errBehindFailure, true, true
+		p.amu.Unlock()
+		<-p.sem
+		return false
+	}
 	e.state, e.err, e.stalled = stInflight, nil, false
 	p.inflight[&e.msg] = e
 	w.inflightN++
@@ -412,6 +572,7 @@ func (w *worker) send(ctx context.Context, e *entry) bool {
 		delete(p.inflight, &e.msg)
 		e.setOutcome(err)
 		w.inflightN--
+		p.noteIdleLocked()
 		p.amu.Unlock()
 		<-p.sem
 	} else {
@@ -492,13 +653,19 @@ func appendMetaID(dst []byte, it *eventq.Item) []byte {
 		dst = append(dst, "-snap-"...)
 		for i := 0; i < len(it.Action); i++ {
 			c := it.Action[i]
-			if !tokenByte(c) {
+			if !amiwire.NameByte(c) {
 				c = '_'
 			}
 			dst = append(dst, c)
 		}
 		dst = append(dst, '-')
 		dst = strconv.AppendUint(dst, it.Seq, 10)
+		if it.Count > 0 {
+			// A later snapshot of the action at the same place (a retry
+			// with no event read since) must not be deduplicated away.
+			dst = append(dst, '-')
+			dst = strconv.AppendUint(dst, it.Count+1, 10)
+		}
 	}
 	return dst
 }
@@ -569,24 +736,9 @@ func (w *worker) dropFailed(e *entry) {
 	} else {
 		w.metaDropped.Add(1)
 	}
-	w.refused++
-	w.refusedErr = e.err
-	w.logRefused(false)
+	w.refusedLog.AddWith(1, zap.Error(e.err))
 	w.q.Drop(it, metrics.ReasonPublishFailed)
 	w.recycle(e)
-}
-
-// logRefused writes at most one line per log interval about messages
-// JetStream refused for good, with the count since the last line.
-func (w *worker) logRefused(final bool) {
-	if w.refused == 0 || (!final && !w.refusedLog.IsZero() && time.Since(w.refusedLog) < w.p.o.logInterval) {
-		return
-	}
-	w.refusedLog = time.Now()
-	w.p.o.log.Warn("JetStream refused messages for good; dropped (publish_failed)",
-		zap.String("node", w.node), zap.Uint64("dropped_delta", w.refused),
-		zap.Uint64("dropped_total", w.q.Stats().DroppedPublishFailed), zap.Error(w.refusedErr))
-	w.refused, w.refusedErr = 0, nil
 }
 
 func (w *worker) recycle(e *entry) {
@@ -616,6 +768,7 @@ func (w *worker) finish() {
 			e.state, e.err, e.retryable = stFailed, context.Canceled, true
 		}
 	}
+	p.noteIdleLocked()
 	p.amu.Unlock()
 	for range abandoned {
 		<-p.sem
@@ -640,6 +793,7 @@ func (w *worker) finish() {
 	}
 	w.metaDropped.Add(uint64(len(w.failGaps)))
 	w.failGaps = nil
+	w.refusedLog.Stop()
 }
 
 // sweep, after the goroutine ended (or never ran), drops what the closed
@@ -650,6 +804,9 @@ func (w *worker) sweep(before uint64) uint64 {
 		w.finish()
 	}
 	buf := w.batch[:0]
+	if cap(buf) == 0 {
+		buf = make([]eventq.Item, 0, minPopBatch)
+	}
 	for {
 		items, err := w.q.TryPop(buf[:0])
 		for i := range items {
@@ -662,7 +819,6 @@ func (w *worker) sweep(before uint64) uint64 {
 			break
 		}
 	}
-	w.logRefused(true)
 	s := w.stats()
 	dropped := s.DroppedShutdown - before
 	log := w.p.o.log.Info

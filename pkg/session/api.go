@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/amibus/amibus/internal/lifecycle"
 	"github.com/amibus/amibus/pkg/amiwire"
 )
 
@@ -29,6 +30,9 @@ var (
 	// ErrInvalidAction: the action cannot be encoded safely (CR/LF in a
 	// value, a colon in a key ...); nothing was written.
 	ErrInvalidAction = errors.New("session: invalid action")
+	// ErrStarted: Start was called a second time. It is the one error of
+	// a second start in amibus (publish.ErrStarted, command.ErrStarted).
+	ErrStarted = lifecycle.ErrStarted
 )
 
 // Header is one action header; a key may repeat (Variable).
@@ -39,6 +43,16 @@ type Header = amiwire.Header
 type Action struct {
 	Name    string
 	Headers []Header
+	// OnAnswer, when set, receives the complete answer on the connection's
+	// reader goroutine at its place in the wire order: after the Handler
+	// has had every event read before the answer's last message (the
+	// response, or a list's completion event) and before it gets any event
+	// read after it. Asterisk holds events back while it writes an answer,
+	// so that place is the moment the answer describes. It is called only
+	// when Send gets the answer (not on a timeout, a disconnect or
+	// ErrTooLarge), possibly just after Send has returned, with the Result
+	// Send returns. It must not block.
+	OnAnswer func(*Result)
 }
 
 // Result is the PBX's complete answer to one action. Nothing in it is

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/amiwire"
 )
@@ -25,26 +26,31 @@ func (h *countingHandler) Event(_ string, _ uint64, _ time.Time, _ *amiwire.Mess
 	}
 }
 
-// BenchmarkSessionEvents measures events from amisim over loopback TCP
-// through the session's reader to a Handler that only counts them.
-func BenchmarkSessionEvents(b *testing.B) {
-	srv, err := amisim.Start(amisim.Config{RecordLimit: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+// startCounted starts a simulator that records nothing and a session to it
+// whose Handler counts up to want events; it returns once the session is
+// up. The benchmark's cleanup closes both.
+func startCounted(b *testing.B, want int64, opts ...Option) (*amisim.Server, *Session, *countingHandler) {
+	b.Helper()
+	srv := testenv.StartSim(b, amisim.Config{RecordLimit: -1})
 	h := &countingHandler{started: make(chan struct{}), reached: make(chan struct{})}
-	// FullyBooted and SuccessfulAuth come first.
-	h.want.Store(int64(b.N) + 2)
-	s, err := New("pbx1", srv.Addr(), WithCredentials("ami", "amisecret"), WithHandler(h))
+	h.want.Store(want)
+	s, err := New("pbx1", srv.Addr(), append([]Option{WithCredentials("ami", "amisecret"), WithHandler(h)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
 	if err := s.Start(); err != nil {
 		b.Fatal(err)
 	}
 	<-h.started
+	return srv, s, h
+}
+
+// BenchmarkSessionEvents measures events from amisim over loopback TCP
+// through the session's reader to a Handler that only counts them.
+func BenchmarkSessionEvents(b *testing.B) {
+	// FullyBooted and SuccessfulAuth come first.
+	srv, _, h := startCounted(b, int64(b.N)+2)
 	b.ResetTimer()
 	start := time.Now()
 	go srv.EmitEvents(b.N, 0)
@@ -59,21 +65,7 @@ func BenchmarkSessionEvents(b *testing.B) {
 
 // BenchmarkSessionPing measures one action's round trip through Send.
 func BenchmarkSessionPing(b *testing.B) {
-	srv, err := amisim.Start(amisim.Config{RecordLimit: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	h := &countingHandler{started: make(chan struct{}), reached: make(chan struct{})}
-	s, err := New("pbx1", srv.Addr(), WithCredentials("ami", "amisecret"), WithHandler(h), WithEvents("off"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Start(); err != nil {
-		b.Fatal(err)
-	}
-	<-h.started
+	_, s, _ := startCounted(b, 0, WithEvents("off"))
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -11,8 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/pkg/amiwire"
-	"github.com/amibus/amibus/pkg/metrics"
 )
 
 // AuthMethod is how a session proves its credentials.
@@ -52,6 +52,10 @@ const (
 	DefaultMaxHeaders         = amiwire.DefaultMaxHeaders
 	DefaultMaxAnswerBytes     = 16 << 20
 	DefaultMaxListEvents      = 100000
+	// MaxPendingLimit caps MaxPending: each pending action holds a slot in
+	// the session and in the command server; a bound keeps their memory and
+	// the shutdown's wait finite.
+	MaxPendingLimit = 100000
 	// DefaultMaxDials is the per-process cap on concurrent connection
 	// attempts when no DialLimiter is given.
 	DefaultMaxDials = 16
@@ -122,10 +126,20 @@ type Config struct {
 	// event takes no number. It runs on the reader goroutine and must not
 	// block or retain name.
 	Accept func(name []byte) bool
-	// OnUp, when set, runs in a goroutine owned by the session after each
-	// login; ctx ends with that connection, and the session's teardown
-	// waits for OnUp to return, so it must honour ctx.
+	// OnUp, when set, runs on the session's supervisor goroutine after
+	// each login, while the reader runs; ctx ends with that connection
+	// (Close included), and the session's teardown and next dial wait for
+	// OnUp to return, so it must honour ctx.
 	OnUp func(ctx context.Context, s *Session, id string)
+	// OnConnectError, when set, is called on the supervisor with each
+	// failed connection attempt (dial, banner or login); if it returns
+	// true the session stops trying, logs nothing about it, and stays down
+	// until Close. It must not block.
+	OnConnectError func(err error) (giveUp bool)
+	// PendingLimit, when set, is a cap on pending actions shared with other
+	// sessions (several sessions to one node); MaxPending still sizes
+	// each session's own queue.
+	PendingLimit *PendingLimit
 	// DialLimiter bounds concurrent connection attempts; shared by a Pool.
 	DialLimiter *DialLimiter
 	// Metrics receives the session metrics; nil creates a private set.
@@ -246,11 +260,45 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(c *Config) error { c.TLS = cfg; return nil }
 }
 
-func positive(name string, d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%s: must be positive, got %v", name, d)
+// SettingError is an invalid setting. Setting names it as the keys of the
+// configuration file do (ping_interval); Reason says what is wrong, and
+// Other, when set, is a setting that Reason compares with. internal/config
+// reports these under the file's paths, so that the file and New refuse
+// the same values for the same reasons.
+type SettingError struct {
+	Setting, Reason, Other string
+	Got                    any
+}
+
+// Error returns "setting: reason other, got value".
+func (e *SettingError) Error() string {
+	return fmt.Sprintf("%s: %s%s, got %v", e.Setting, e.Reason, e.Other, e.Got)
+}
+
+// CheckOptions applies opts to the defaults as New does and returns the
+// error of every invalid one, joined (New returns only the first).
+func CheckOptions(opts ...Option) error {
+	c := defaultConfig()
+	var errs []error
+	for _, o := range opts {
+		errs = append(errs, o(&c))
+	}
+	return errors.Join(errs...)
+}
+
+func positive[T time.Duration | int](name string, v T) error {
+	if v <= 0 {
+		return &SettingError{Setting: name, Reason: "must be positive", Got: v}
 	}
 	return nil
+}
+
+// inRange checks 1 <= v <= limit.
+func inRange(name string, v, limit int) error {
+	if v > limit {
+		return &SettingError{Setting: name, Reason: fmt.Sprintf("must be at most %d", limit), Got: v}
+	}
+	return positive(name, v)
 }
 
 // WithDialTimeout bounds DNS, connect and TLS handshake (default 5 s).
@@ -285,7 +333,7 @@ func WithBackoff(initial, maxDelay time.Duration) Option {
 			return err
 		}
 		if maxDelay < initial {
-			return fmt.Errorf("backoff_max: %v is less than backoff_initial %v", maxDelay, initial)
+			return &SettingError{Setting: "backoff_max", Reason: "must be >= ", Other: "backoff_initial", Got: maxDelay}
 		}
 		return nil
 	}
@@ -317,8 +365,8 @@ func WithLogInterval(d time.Duration) Option {
 // WithMaxPending caps pending actions per session (default 1000).
 func WithMaxPending(n int) Option {
 	return func(c *Config) error {
-		if n <= 0 {
-			return fmt.Errorf("max_pending: must be positive, got %d", n)
+		if err := inRange("max_pending", n, MaxPendingLimit); err != nil {
+			return err
 		}
 		c.MaxPending = n
 		return nil
@@ -329,11 +377,9 @@ func WithMaxPending(n int) Option {
 // 1 MiB and 8192).
 func WithReaderLimits(maxBytes, maxHeaders int) Option {
 	return func(c *Config) error {
-		if maxBytes <= 0 || maxBytes > amiwire.MaxBytesLimit {
-			return fmt.Errorf("max_message_bytes: must be in 1..%d, got %d", amiwire.MaxBytesLimit, maxBytes)
-		}
-		if maxHeaders <= 0 || maxHeaders > amiwire.MaxHeadersLimit {
-			return fmt.Errorf("max_headers: must be in 1..%d, got %d", amiwire.MaxHeadersLimit, maxHeaders)
+		if err := errors.Join(inRange("max_message_bytes", maxBytes, amiwire.MaxBytesLimit),
+			inRange("max_headers", maxHeaders, amiwire.MaxHeadersLimit)); err != nil {
+			return err
 		}
 		c.MaxMessageBytes, c.MaxHeaders = maxBytes, maxHeaders
 		return nil
@@ -344,11 +390,9 @@ func WithReaderLimits(maxBytes, maxHeaders int) Option {
 // (defaults 16 MiB and 100000).
 func WithAnswerLimits(maxBytes, maxEvents int) Option {
 	return func(c *Config) error {
-		if maxBytes <= 0 {
-			return fmt.Errorf("max_answer_bytes: must be positive, got %d", maxBytes)
-		}
-		if maxEvents <= 0 {
-			return fmt.Errorf("max_list_events: must be positive, got %d", maxEvents)
+		if err := errors.Join(inRange("max_answer_bytes", maxBytes, amiwire.MaxBytesLimit),
+			positive("max_list_events", maxEvents)); err != nil {
+			return err
 		}
 		c.MaxAnswerBytes, c.MaxListEvents = maxBytes, maxEvents
 		return nil
@@ -359,7 +403,7 @@ func WithAnswerLimits(maxBytes, maxEvents int) Option {
 // (default ProcessInstance()): 1 to 16 of [A-Za-z0-9_-].
 func WithInstance(id string) Option {
 	return func(c *Config) error {
-		if len(id) == 0 || len(id) > maxInstanceLen || !isToken(id) {
+		if len(id) == 0 || len(id) > maxInstanceLen || !amiwire.ValidName(id) {
 			return fmt.Errorf("instance: %q: want 1 to %d of [A-Za-z0-9_-]", id, maxInstanceLen)
 		}
 		c.Instance = id
@@ -377,9 +421,28 @@ func WithAccept(accept func(name []byte) bool) Option {
 	return func(c *Config) error { c.Accept = accept; return nil }
 }
 
-// WithOnUp sets a hook run in its own goroutine after each login.
+// WithOnUp sets a hook run on the session's supervisor goroutine after each
+// login (see Config.OnUp).
 func WithOnUp(f func(ctx context.Context, s *Session, id string)) Option {
 	return func(c *Config) error { c.OnUp = f; return nil }
+}
+
+// WithOnConnectError sets a hook that sees every failed connection attempt
+// and may make the session give up.
+func WithOnConnectError(f func(err error) (giveUp bool)) Option {
+	return func(c *Config) error { c.OnConnectError = f; return nil }
+}
+
+// WithPendingLimit makes the session count its pending actions against l,
+// shared with other sessions; Send returns ErrOverloaded when l is full.
+func WithPendingLimit(l *PendingLimit) Option {
+	return func(c *Config) error {
+		if l == nil {
+			return errors.New("pending limit: nil")
+		}
+		c.PendingLimit = l
+		return nil
+	}
 }
 
 // WithDialLimiter shares a cap on concurrent connection attempts.
@@ -405,7 +468,7 @@ func WithLogger(l *zap.Logger) Option {
 
 // validateTarget checks the node name and address New was given.
 func validateTarget(node, addr string) error {
-	if node == "" || !isToken(node) {
+	if !amiwire.ValidName(node) {
 		return fmt.Errorf("node %q: want [A-Za-z0-9_-]+ (a NATS subject token)", node)
 	}
 	host, port, err := net.SplitHostPort(addr)
@@ -416,15 +479,4 @@ func validateTarget(node, addr string) error {
 		return fmt.Errorf("node %s: address %q: want host:port", node, addr)
 	}
 	return nil
-}
-
-// isToken reports whether s holds only [A-Za-z0-9_-].
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

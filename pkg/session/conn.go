@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/md5"
@@ -11,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,10 +22,6 @@ import (
 )
 
 const (
-	// readBufferSize is the bufio buffer under the AMI reader, per
-	// connection: large enough that a burst of ~380-byte events costs few
-	// syscalls, small enough for a thousand nodes.
-	readBufferSize = 32 << 10
 	// maxWriteBatch bounds the bytes the writer gathers for one write; the
 	// batch buffer is dropped, not kept, if one action made it grow larger.
 	maxWriteBatch = 64 << 10
@@ -51,19 +47,29 @@ type conn struct {
 	s       *Session
 	nc      net.Conn
 	r       *amiwire.Reader
+	rb      *readBuf         // under r: small while the PBX is quiet (readbuf.go)
 	msg     *amiwire.Message // reused by the handshake, then by the reader
 	ids     *ids
 	version string
 
 	ctx    context.Context // ends when the connection does
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // reader, writer, keepalive, OnUp
+	wg     sync.WaitGroup // reader, writer, keepalive Ping
 
-	// writeq feeds the writer. Capacity MaxPending+internalSlots: register
-	// admits at most that many live entries; at the cap (only when
-	// cancelled entries still sit behind a stalled write) Send returns
-	// ErrOverloaded.
-	writeq chan *pending
+	// writeq feeds the writer (guarded by mu). Capped at
+	// MaxPending+internalSlots entries: register admits at most that many
+	// live entries; at the cap (only when cancelled entries still sit
+	// behind a stalled write) Send returns ErrOverloaded. A slice that
+	// grows on demand, not a channel of the cap's size, so that an idle
+	// session holds no queue (a channel of 1,002 slots is 8 KiB per node).
+	writeq []*pending
+	// writing: a writer goroutine runs (guarded by mu). It is started by
+	// the send that finds none and ends when the queue is empty, so an
+	// idle session has no writer (one goroutine less per idle node; an
+	// idle session writes a Ping per ping_interval).
+	writing bool
+	// pingTimer fires the keepalive (startKeepalive); guarded by mu.
+	pingTimer *time.Timer
 
 	mu      sync.Mutex
 	pending map[string]*pending // by ActionID; at most MaxPending user entries + internal ones
@@ -72,16 +78,18 @@ type conn struct {
 	reason  string
 	cause   error
 
+	owed        atomic.Int32 // len(pending), for Session.Owed without the lock
 	listing     atomic.Int32 // entries in stateListing: events need an ActionID check only then
 	lastRead    atomic.Int64 // unix nanos of the last message read (keepalive)
 	sawShutdown atomic.Bool  // the PBX sent Event: Shutdown
-	closing     atomic.Bool  // the owner is closing: any end is ReasonClosed
+	closing     atomic.Bool  // the owner is closing: any end is its close reason (ReasonClosed ...)
 	lastSeq     uint64       // written by the reader before it exits
+	answered    *pending     // reader only: an answer whose OnAnswer is due
 }
 
 // connect waits for a dial slot, dials, and logs in.
 func (s *Session) connect() (*conn, error) {
-	release, err := s.cfg.DialLimiter.acquire(s.ctx, s.m.DialsWaiting)
+	release, err := s.cfg.DialLimiter.acquire(s.ctx, s.m.DialsWaiting, s.m.DialsInProgress, s.m.DialAttempts)
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +103,10 @@ func (s *Session) connect() (*conn, error) {
 		nc:      nc,
 		msg:     new(amiwire.Message),
 		ids:     newIDs(s.cfg.Instance, s.node),
-		writeq:  make(chan *pending, s.cfg.MaxPending+internalSlots),
 		pending: make(map[string]*pending),
 	}
-	c.r = amiwire.NewReader(bufio.NewReaderSize(nc, readBufferSize),
+	c.rb = newReadBuf(nc)
+	c.r = amiwire.NewReader(c.rb.br,
 		amiwire.WithMaxBytes(s.cfg.MaxMessageBytes), amiwire.WithMaxHeaders(s.cfg.MaxHeaders))
 	if err := c.handshake(); err != nil {
 		nc.Close()
@@ -115,11 +123,26 @@ func (s *Session) connect() (*conn, error) {
 func (s *Session) dial() (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 	defer cancel()
-	d := &net.Dialer{}
+	d := &net.Dialer{KeepAliveConfig: tcpKeepAlive(s.cfg)}
 	if s.cfg.TLS != nil {
 		return (&tls.Dialer{NetDialer: d, Config: s.cfg.TLS}).DialContext(ctx, "tcp", s.addr)
 	}
 	return d.DialContext(ctx, "tcp", s.addr)
+}
+
+// tcpKeepAlive is the TCP keepalive of every AMI socket. While the PBX
+// works on a long action the session sends no Ping (it would wait behind
+// the action), so the kernel's probes are what notice a peer that vanished
+// (host gone, cable pulled, NAT entry dropped) meanwhile: after
+// PingInterval without traffic, a probe every PingTimeout/3 (at least 1 s),
+// and the socket fails after 3 unanswered ones.
+func tcpKeepAlive(cfg Config) net.KeepAliveConfig {
+	return net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     cfg.PingInterval,
+		Interval: max(cfg.PingTimeout/3, time.Second),
+		Count:    3,
+	}
 }
 
 // stageError says which step of a connection attempt failed.
@@ -233,11 +256,15 @@ func (c *conn) fail(reason string, err error) {
 	c.dead = true
 	switch {
 	case c.closing.Load():
-		reason, err = ReasonClosed, nil
+		reason, err = c.s.closeReason, nil // set before closing (CloseWithReason)
 	case reason == ReasonEOF && c.sawShutdown.Load():
 		reason = ReasonShutdown
 	}
 	c.reason, c.cause = reason, err
+	if c.pingTimer != nil {
+		// A callback already running sees dead and does nothing.
+		c.pingTimer.Stop()
+	}
 	c.failAllLocked()
 	c.mu.Unlock()
 	c.s.cur.CompareAndSwap(c, nil)
@@ -263,16 +290,17 @@ func (c *conn) send(ctx context.Context, a Action, internal bool) (*Result, erro
 		id:       id,
 		wire:     wire,
 		internal: internal,
+		idleOnly: internal && a.Name == "Ping",
 		command:  strings.EqualFold(a.Name, "Command"),
+		deadline: answerDue(ctx, a, time.Now(), c.s.cfg.PingInterval).UnixNano(),
 		done:     make(chan struct{}),
+		onAnswer: a.OnAnswer,
 	}
 	if err := c.register(p); err != nil {
 		return nil, err
 	}
-	select {
-	case c.writeq <- p:
-	default:
-		c.mu.Lock()
+	c.mu.Lock()
+	if len(c.writeq) >= c.s.cfg.MaxPending+internalSlots {
 		if !c.dead {
 			p.state = stateCancelled
 			c.removeLocked(p)
@@ -280,6 +308,15 @@ func (c *conn) send(ctx context.Context, a Action, internal bool) (*Result, erro
 		c.mu.Unlock()
 		return nil, ErrOverloaded
 	}
+	c.writeq = append(c.writeq, p)
+	if !c.writing && !c.dead {
+		// Not dead: the reader is running and counted in wg (or serve has
+		// not started waiting yet), so this Add cannot race with Wait.
+		c.writing = true
+		c.wg.Add(1)
+		go c.writeLoop()
+	}
+	c.mu.Unlock()
 	select {
 	case <-p.done:
 		if p.err != nil {
@@ -291,6 +328,55 @@ func (c *conn) send(ctx context.Context, a Action, internal bool) (*Result, erro
 	}
 }
 
+// answerDue is when the PBX owes a's answer at the latest: the caller's
+// deadline, or for a synchronous Originate its Timeout header (default
+// 30 s) if later, since Asterisk holds the session that long whatever the
+// caller waits. With no deadline at all it is PingInterval from now, as
+// for an idle session.
+func answerDue(ctx context.Context, a Action, now time.Time, idle time.Duration) time.Time {
+	due, ok := ctx.Deadline()
+	if !ok {
+		due = now.Add(idle)
+	}
+	if strings.EqualFold(a.Name, "Originate") {
+		if hold, sync := originateHold(a.Headers); sync {
+			due = maxTime(due, now.Add(hold))
+		}
+	}
+	return due
+}
+
+// defaultOriginateTimeout is Asterisk's Originate Timeout when the action
+// sets none.
+const defaultOriginateTimeout = 30 * time.Second
+
+// originateHold reads an Originate's headers: whether it is synchronous
+// (no true Async) and how long Asterisk may hold it (its Timeout in ms).
+func originateHold(headers []Header) (hold time.Duration, sync bool) {
+	hold, sync = defaultOriginateTimeout, true
+	for _, h := range headers {
+		switch {
+		case strings.EqualFold(h.Key, "Async"):
+			switch strings.ToLower(strings.TrimSpace(h.Value)) {
+			case "yes", "true", "y", "t", "1", "on":
+				sync = false
+			}
+		case strings.EqualFold(h.Key, "Timeout"):
+			if ms, err := strconv.Atoi(strings.TrimSpace(h.Value)); err == nil && ms > 0 {
+				hold = time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	return hold, sync
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // logoff says goodbye, best effort, within LogoffTimeout.
 func (c *conn) logoff() {
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.LogoffTimeout)
@@ -298,31 +384,28 @@ func (c *conn) logoff() {
 	_, _ = c.send(ctx, Action{Name: "Logoff"}, true)
 }
 
-// writeLoop is the connection's only writer. It takes queued actions,
-// gathers what is ready into one write, and writes under a deadline of
-// PingTimeout: a peer that stops reading long enough is declared dead.
+// writeLoop is the connection's only writer while it runs (see writing).
+// It takes queued actions, gathers what is ready into one write, and writes
+// under a deadline of PingTimeout: a peer that stops reading long enough is
+// declared dead. It returns when the queue is empty or the connection dead.
 func (c *conn) writeLoop() {
 	defer c.wg.Done()
-	buf := make([]byte, 0, 4096)
+	var buf []byte
 	for {
-		var p *pending
-		select {
-		case <-c.ctx.Done():
-			return
-		case p = <-c.writeq:
-		}
 		buf = buf[:0]
 		c.mu.Lock()
-		buf = c.claimLocked(buf, p)
-	gather:
-		for len(buf) < maxWriteBatch {
-			select {
-			case p = <-c.writeq:
-				buf = c.claimLocked(buf, p)
-			default:
-				break gather
-			}
+		if len(c.writeq) == 0 || c.dead {
+			c.writeq = nil
+			c.writing = false
+			c.mu.Unlock()
+			return
 		}
+		i := 0
+		for ; i < len(c.writeq) && len(buf) < maxWriteBatch; i++ {
+			buf = c.claimLocked(buf, c.writeq[i])
+			c.writeq[i] = nil
+		}
+		c.writeq = c.writeq[i:]
 		c.mu.Unlock()
 		if len(buf) == 0 {
 			continue
@@ -333,47 +416,101 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if cap(buf) > 2*maxWriteBatch {
-			buf = make([]byte, 0, 4096)
+			buf = nil
 		}
 	}
 }
 
-// keepalive pings after PingInterval without anything read, and declares
-// the connection dead when a Ping goes unanswered for PingTimeout. It is a
-// timer, not a poll: on a busy connection it wakes once per interval and
-// sends nothing.
-func (c *conn) keepalive() {
+// startKeepalive arms the keepalive, which watches the connection by this
+// rule:
+//
+//   - A connection that owes nothing and has read nothing for PingInterval
+//     gets a Ping; no answer within PingTimeout ends it (keepalive_timeout).
+//   - A connection that owes answers gets no Ping, which would only wait
+//     behind them: Asterisk runs a session's actions one at a time. It is
+//     alive while the latest owed answer is inside its own deadline (see
+//     answerDue) plus PingTimeout, or something was read within the last
+//     PingTimeout. Past both it ends (keepalive_timeout).
+//   - Meanwhile TCP keepalive (tcpKeepAlive) catches a peer that vanished.
+//
+// It is a timer, not a goroutine or a poll: it fires at most once per
+// PingInterval, or at the moment a deadline check falls due, and a
+// goroutine (owned by c.wg) exists only while a Ping waits for its answer,
+// so an idle session costs no goroutine for it. fail stops the timer.
+func (c *conn) startKeepalive() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dead {
+		c.pingTimer = time.AfterFunc(c.s.cfg.PingInterval, c.keepaliveDue)
+	}
+}
+
+// keepaliveDue runs when the timer fires (on the runtime's timer
+// goroutine: it must not block).
+func (c *conn) keepaliveDue() {
+	s := c.s
+	now := time.Now()
+	lastRead := time.Unix(0, c.lastRead.Load())
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	owed, latest := c.owedLocked()
+	if owed > 0 {
+		due := maxTime(time.Unix(0, latest), lastRead).Add(s.cfg.PingTimeout)
+		if !now.Before(due) {
+			c.mu.Unlock()
+			c.fail(ReasonKeepalive, fmt.Errorf("%d answers owed, none read within %v after the last deadline", owed, s.cfg.PingTimeout))
+			return
+		}
+		c.pingTimer.Reset(min(due.Sub(now), s.cfg.PingInterval))
+		c.mu.Unlock()
+		return
+	}
+	if idle := now.Sub(lastRead); idle < s.cfg.PingInterval {
+		c.pingTimer.Reset(s.cfg.PingInterval - idle)
+		c.mu.Unlock()
+		return
+	}
+	// Not dead: the reader runs and is counted in wg, so this Add cannot
+	// race with serve's Wait.
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go c.ping()
+}
+
+// ping sends a keepalive Ping and waits for its answer, then re-arms the
+// timer; an unanswered Ping ends the connection.
+func (c *conn) ping() {
 	defer c.wg.Done()
 	s := c.s
-	t := time.NewTimer(s.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		idle := time.Since(time.Unix(0, c.lastRead.Load()))
-		if idle < s.cfg.PingInterval {
-			t.Reset(s.cfg.PingInterval - idle)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingTimeout)
-		_, err := c.send(ctx, Action{Name: "Ping"}, true)
-		cancel()
-		switch {
-		case errors.Is(err, ErrTimeout):
-			c.fail(ReasonKeepalive, fmt.Errorf("no answer to Ping within %v", s.cfg.PingTimeout))
-			return
-		case errors.Is(err, ErrNotConnected), errors.Is(err, ErrDisconnected), c.ctx.Err() != nil:
-			return
-		}
-		// Answered, or ErrOverloaded: the write path is backed up behind a
-		// stalled write, whose own deadline ends the connection. Either
-		// way, next look is PingInterval after the last read, so a timer
-		// that fires finds the session idle for a full interval.
-		t.Reset(max(s.cfg.PingInterval-time.Since(time.Unix(0, c.lastRead.Load())), 0))
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PingTimeout)
+	_, err := c.send(ctx, Action{Name: "Ping"}, true)
+	cancel()
+	next := time.Duration(-1)
+	switch {
+	case errors.Is(err, ErrTimeout):
+		c.fail(ReasonKeepalive, fmt.Errorf("no answer to Ping within %v", s.cfg.PingTimeout))
+		return
+	case errors.Is(err, ErrNotConnected), errors.Is(err, ErrDisconnected), c.ctx.Err() != nil:
+		return
+	case errors.Is(err, errOwing):
+		// An action came first: look again under the owed rule.
+		next = 0
 	}
+	// Answered, or ErrOverloaded: the write path is backed up behind a
+	// stalled write, whose own deadline ends the connection. Either way,
+	// next look is PingInterval after the last read, so a timer that fires
+	// finds the session idle for a full interval.
+	if next < 0 {
+		next = max(s.cfg.PingInterval-time.Since(time.Unix(0, c.lastRead.Load())), 0)
+	}
+	c.mu.Lock()
+	if !c.dead {
+		c.pingTimer.Reset(next)
+	}
+	c.mu.Unlock()
 }
 
 // readLoop is the connection's only reader. It waits on nothing but the
@@ -414,8 +551,15 @@ func (c *conn) readLoop() {
 			seq++
 			s.handler.Event(c.ids.session, seq, now, m)
 		}
+		if p := c.answered; p != nil {
+			c.answered = nil
+			p.onAnswer(&p.res)
+		}
 		if m.Size() > shrinkAbove {
 			m = new(amiwire.Message)
+		}
+		if br, changed := c.rb.adapt(now); changed {
+			c.r.Reset(br)
 		}
 	}
 }
@@ -435,19 +579,12 @@ func (c *conn) readFailed(err error, now time.Time, seq *uint64) bool {
 			*seq++
 			s.oversized.EventOversized(c.ids.session, *seq, now, le.Name, le.Size)
 		}
-		if ok, n := s.readLog.note(now); ok {
-			s.log.Warn("AMI message over the reader's cap skipped",
-				zap.String("kind", le.Kind.String()), zap.String("name", le.Name),
-				zap.Int("size", le.Size), zap.Int("limit", le.Limit),
-				zap.Int("unlogged_since_last_line", n))
-		}
+		s.oversizedLog.AddWith(1, zap.String("kind", le.Kind.String()), zap.String("name", le.Name),
+			zap.Int("size", le.Size), zap.Int("limit", le.Limit))
 		return false
 	}
 	if errors.Is(err, amiwire.ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		if ok, n := s.readLog.note(now); ok {
-			s.log.Warn("malformed AMI message skipped", zap.Error(err),
-				zap.Int("unlogged_since_last_line", n))
-		}
+		s.malformedLog.AddWith(1, zap.Error(err))
 		return false
 	}
 	reason := ReasonReadError

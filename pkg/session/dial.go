@@ -42,10 +42,16 @@ func ProcessDialLimiter() *DialLimiter {
 }
 
 // acquire waits for a slot or ctx. waiting counts the attempts blocked here.
-func (l *DialLimiter) acquire(ctx context.Context, waiting prometheus.Gauge) (release func(), err error) {
-	release = func() { <-l.sem }
+// inProgress and attempts count the slots taken.
+func (l *DialLimiter) acquire(ctx context.Context, waiting, inProgress prometheus.Gauge, attempts prometheus.Counter) (release func(), err error) {
+	release = func() {
+		inProgress.Dec()
+		<-l.sem
+	}
 	select {
 	case l.sem <- struct{}{}:
+		inProgress.Inc()
+		attempts.Inc()
 		return release, nil
 	default:
 	}
@@ -53,6 +59,8 @@ func (l *DialLimiter) acquire(ctx context.Context, waiting prometheus.Gauge) (re
 	defer waiting.Dec()
 	select {
 	case l.sem <- struct{}{}:
+		inProgress.Inc()
+		attempts.Inc()
 		return release, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

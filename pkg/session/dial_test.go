@@ -9,7 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/amibus/amibus/pkg/metrics"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 )
 
 // TestDialLimiterCapsConcurrentAttempts holds every connection open without
@@ -30,7 +31,7 @@ func TestDialLimiterCapsConcurrentAttempts(t *testing.T) {
 	var sessions []*Session
 	for i := range nodes {
 		node := fmt.Sprintf("pbx%d", i)
-		p := newPeer(t, func(c net.Conn) {
+		p := testenv.ServeTCP(t, func(c net.Conn) {
 			n := open.Add(1)
 			for {
 				old := maxOpen.Load()

@@ -8,9 +8,10 @@
 // # Ownership
 //
 // A Session owns one supervisor goroutine (Start .. Close). Per connection
-// the supervisor starts and waits for a reader, a writer, a keepalive and the
-// optional OnUp hook; all of them stop through the connection's context and
-// the closing of its socket, and the next dial waits until they have ended.
+// the supervisor starts and waits for a reader, a writer, a keepalive and,
+// from Close on, a closer (Logoff), and runs the optional OnUp hook itself;
+// all of them stop through the connection's context and the closing of its
+// socket, and the next dial waits until they have ended.
 // Close returns only when every one of them has. A Pool owns its sessions.
 //
 // # Flow
@@ -28,6 +29,18 @@
 // connection: an action not written before a disconnect fails with
 // ErrDisconnected and is never written to the next connection.
 //
+// # Keepalive
+//
+// Asterisk runs a session's actions one at a time, so a Ping queued behind
+// a slow action (a sync Originate rings up to its Timeout) would declare a
+// working PBX dead. The rule: a connection that owes nothing and read
+// nothing for PingInterval sends a Ping, which must be answered within
+// PingTimeout; a connection that owes answers sends none and is alive while
+// the latest owed answer is inside its deadline (the caller's, or a sync
+// Originate's Timeout when later) plus PingTimeout, or anything was read
+// within PingTimeout. TCP keepalive on every socket catches a vanished
+// peer meanwhile. See docs/actor.md.
+//
 // # Bounds
 //
 //   - MaxMessageBytes, MaxHeaders per wire message: skipped, counted in
@@ -36,7 +49,8 @@
 //     discarded, the action fails with ErrTooLarge, counted in
 //     ami_action_answers_oversized_total.
 //   - MaxPending actions per session, timed-out ones whose answer is still
-//     owed included: ErrOverloaded.
+//     owed included, and a PendingLimit shared by several sessions to one
+//     node if given: ErrOverloaded.
 //   - A DialLimiter (16 per process by default) on connection attempts:
 //     the others wait, counted in ami_dials_waiting.
 //

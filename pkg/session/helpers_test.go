@@ -1,12 +1,12 @@
 package session
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amiwire"
 )
 
@@ -37,12 +37,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // recorder is a Handler that keeps everything it is given, in order, and
-// signals every change.
-type recorder struct {
-	mu      sync.Mutex
-	log     []call
-	changed chan struct{} // capacity 1: a pending wake-up is enough
-}
+// wakes the test at every change.
+type recorder struct{ testenv.Log[call] }
 
 // call is one Handler call.
 type call struct {
@@ -55,17 +51,9 @@ type call struct {
 	lastSeq uint64
 }
 
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
+func newRecorder() *recorder { return new(recorder) }
 
-func (r *recorder) add(x call) {
-	r.mu.Lock()
-	r.log = append(r.log, x)
-	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
+func (r *recorder) add(x call) { r.Add(x) }
 
 func (r *recorder) SessionStarted(id, version string, t time.Time) {
 	r.add(call{kind: "start", id: id, name: version, t: t})
@@ -80,27 +68,12 @@ func (r *recorder) SessionEnded(id string, t time.Time, reason string, lastSeq u
 }
 
 // snapshot returns a copy of what was recorded.
-func (r *recorder) snapshot() []call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]call(nil), r.log...)
-}
+func (r *recorder) snapshot() []call { return r.All() }
 
 // waitFor blocks until cond holds on the recording, woken by each change.
 func (r *recorder) waitFor(t *testing.T, what string, cond func([]call) bool) []call {
 	t.Helper()
-	timeout := time.NewTimer(waitLimit)
-	defer timeout.Stop()
-	for {
-		if log := r.snapshot(); cond(log) {
-			return log
-		}
-		select {
-		case <-r.changed:
-		case <-timeout.C:
-			t.Fatalf("timed out waiting for %s; recorded %d calls", what, len(r.snapshot()))
-		}
-	}
+	return r.WaitFor(t, what, cond)
 }
 
 // count returns how many records of kind there are.

@@ -3,6 +3,8 @@ package session
 import (
 	"strings"
 	"testing"
+
+	"github.com/amibus/amibus/pkg/amiwire"
 )
 
 func TestActionIDFitsAndIsUnique(t *testing.T) {
@@ -55,7 +57,7 @@ func TestLongNodesSharingAPrefixGetDistinctIDs(t *testing.T) {
 
 func TestProcessInstanceIsAToken(t *testing.T) {
 	id := ProcessInstance()
-	if len(id) == 0 || len(id) > maxInstanceLen || !isToken(id) {
+	if len(id) == 0 || len(id) > maxInstanceLen || !amiwire.ValidName(id) {
 		t.Fatalf("ProcessInstance() = %q, want 1..%d of [A-Za-z0-9_-]", id, maxInstanceLen)
 	}
 }

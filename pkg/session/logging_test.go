@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/amiwire"
 )
@@ -14,7 +15,7 @@ import (
 // passed; when it gets in, one line says how many attempts had failed.
 func TestConnectFailuresAreCoalesced(t *testing.T) {
 	leakCheck(t)
-	srv := startSim(t, amisim.Config{})
+	srv := testenv.StartSim(t, amisim.Config{})
 	srv.SetRefuse(true)
 	logger, logs := observedLogger()
 	_, rec, _ := startSession(t, srv.Addr(), WithLogger(logger), WithLogInterval(time.Hour),
@@ -42,9 +43,7 @@ func TestConnectFailuresAreCoalesced(t *testing.T) {
 // nothing of it reaches the PBX.
 func TestInjectionIsRefusedBeforeTheWire(t *testing.T) {
 	leakCheck(t)
-	srv := startSim(t, amisim.Config{})
-	s, rec, _ := startSession(t, srv.Addr())
-	waitStarts(t, rec, 1)
+	srv, s, _ := upSession(t, amisim.Config{})
 	tests := []struct {
 		name  string
 		a     Action

@@ -2,6 +2,8 @@ package session
 
 import (
 	"bytes"
+	"errors"
+	"sync/atomic"
 
 	"github.com/amibus/amibus/pkg/amiwire"
 )
@@ -28,7 +30,14 @@ type pending struct {
 	id       string
 	wire     []byte // the encoded action; dropped once written
 	internal bool   // Ping or Logoff sent by the session itself
-	command  bool   // a Command action: fill Result.Output
+	// idleOnly: register only on a connection that owes nothing (the
+	// keepalive Ping, which must not wait behind a slow action).
+	idleOnly bool
+	// deadline (unix nanos) is when the action's answer is due at the
+	// latest: the keepalive declares the connection dead only once every
+	// owed answer is PingTimeout past its deadline.
+	deadline int64
+	command  bool // a Command action: fill Result.Output
 	state    pstate
 	// abandoned: the caller is gone (timeout, cancel, ErrTooLarge); what
 	// is still owed is read and discarded. The entry stays in the map,
@@ -40,7 +49,12 @@ type pending struct {
 	res       Result
 	err       error
 	done      chan struct{} // closed once res or err is final, never after abandoned
+	onAnswer  func(*Result) // Action.OnAnswer
 }
+
+// errOwing: an idle-only action (the keepalive Ping) found the connection
+// owing an answer; it is not sent.
+var errOwing = errors.New("session: answers owed")
 
 // register adds p to the pending map, or says why it cannot.
 func (c *conn) register(p *pending) error {
@@ -49,24 +63,44 @@ func (c *conn) register(p *pending) error {
 	if c.dead {
 		return ErrNotConnected
 	}
+	if p.idleOnly && len(c.pending) > 0 {
+		return errOwing
+	}
 	if !p.internal {
 		if c.nUser >= c.s.cfg.MaxPending {
+			return ErrOverloaded
+		}
+		if l := c.s.cfg.PendingLimit; l != nil && !l.take() {
 			return ErrOverloaded
 		}
 		c.nUser++
 		c.s.pendingGauge.Inc()
 	}
 	c.pending[p.id] = p
+	c.owed.Store(int32(len(c.pending)))
 	return nil
 }
 
 // removeLocked drops p from the map and its count.
 func (c *conn) removeLocked(p *pending) {
 	delete(c.pending, p.id)
+	c.owed.Store(int32(len(c.pending)))
 	if !p.internal {
 		c.nUser--
 		c.s.pendingGauge.Dec()
+		if l := c.s.cfg.PendingLimit; l != nil {
+			l.give(1)
+		}
 	}
+}
+
+// owedLocked returns how many answers are owed and the latest deadline
+// among them (unix nanos).
+func (c *conn) owedLocked() (n int, latest int64) {
+	for _, p := range c.pending {
+		latest = max(latest, p.deadline)
+	}
+	return len(c.pending), latest
 }
 
 // finishLocked removes p and wakes its caller with err (nil: p.res).
@@ -77,6 +111,11 @@ func (c *conn) finishLocked(p *pending, err error) {
 	}
 	p.err = err
 	close(p.done)
+	if err == nil && p.onAnswer != nil {
+		// Only the reader completes an answer without error: it calls
+		// onAnswer once it has let go of c.mu, before its next read.
+		c.answered = p
+	}
 }
 
 // endAnswerLocked removes an abandoned p whose owed answer has now ended.
@@ -135,6 +174,10 @@ func (c *conn) failAllLocked() {
 		}
 	}
 	clear(c.pending)
+	c.owed.Store(0)
+	if l := c.s.cfg.PendingLimit; l != nil {
+		l.give(c.nUser)
+	}
 	c.nUser = 0
 	c.listing.Store(0)
 }
@@ -283,3 +326,32 @@ func isListComplete(m *amiwire.Message) bool {
 	v, ok := m.Lookup("EventList")
 	return ok && bytes.EqualFold(v, []byte("Complete"))
 }
+
+// PendingLimit is a cap on pending actions shared by several sessions, so
+// that sessions opened side by side to one node hold no more than the
+// node's cap together. Its zero value is unusable; see NewPendingLimit.
+type PendingLimit struct {
+	n   atomic.Int64
+	max int64
+}
+
+// NewPendingLimit returns a shared cap of n pending actions (n >= 1).
+func NewPendingLimit(n int) *PendingLimit {
+	return &PendingLimit{max: int64(max(n, 1))}
+}
+
+// Full reports whether the cap is reached right now.
+func (l *PendingLimit) Full() bool { return l.n.Load() >= l.max }
+
+// Pending returns the actions counted against the cap.
+func (l *PendingLimit) Pending() int { return int(l.n.Load()) }
+
+func (l *PendingLimit) take() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *PendingLimit) give(n int) { l.n.Add(-int64(n)) }

@@ -81,19 +81,25 @@ func (p *Pool) Nodes() []string {
 // off, every goroutine ended). It reports whether the node was in the pool.
 // Other nodes are not held up meanwhile.
 func (p *Pool) Remove(node string) bool {
+	return p.RemoveWithReason(node, ReasonClosed)
+}
+
+// RemoveWithReason is Remove, the session's end being reported with reason
+// (see Session.CloseWithReason).
+func (p *Pool) RemoveWithReason(node, reason string) bool {
 	p.mu.Lock()
 	s, ok := p.sessions[node]
 	delete(p.sessions, node)
 	p.mu.Unlock()
 	if ok {
-		s.Close()
+		s.CloseWithReason(reason)
 	}
 	return ok
 }
 
 // Close closes every session, all at once, and returns when all have
 // stopped. Add fails afterwards.
-func (p *Pool) Close() error {
+func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	all := make([]*Session, 0, len(p.sessions))
@@ -111,5 +117,4 @@ func (p *Pool) Close() error {
 		}()
 	}
 	wg.Wait()
-	return nil
 }

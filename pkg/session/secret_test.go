@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
@@ -43,7 +44,7 @@ func assertNoSecret(t *testing.T, logs *observer.ObservedLogs, secrets ...string
 func TestSecretAndKeyNeverLogged(t *testing.T) {
 	leakCheck(t)
 	const wrong = "wrong-secret-4f2a"
-	srv := startSim(t, amisim.Config{AuthFailDelay: 10 * time.Millisecond})
+	srv := testenv.StartSim(t, amisim.Config{AuthFailDelay: 10 * time.Millisecond})
 	logger, logs := observedLogger()
 	var errs []error
 
@@ -60,7 +61,7 @@ func TestSecretAndKeyNeverLogged(t *testing.T) {
 		s, _, _ := startSession(t, srv.Addr(), WithAuth(auth), WithLogger(logger),
 			WithCredentials("ami", wrong), WithAuthFailureBackoff(10*time.Millisecond))
 		before := srv.Stats().LoginFailures
-		simWait(t, srv, "two failed logins", func() bool { return srv.Stats().LoginFailures >= before+2 })
+		testenv.WaitSim(t, srv, "two failed logins", func() bool { return srv.Stats().LoginFailures >= before+2 })
 		_, err := s.Send(ctxTimeout(t, waitLimit), Action{Name: "Ping"})
 		errs = append(errs, err)
 		s.Close()
@@ -68,7 +69,7 @@ func TestSecretAndKeyNeverLogged(t *testing.T) {
 
 	secrets := []string{"amisecret", wrong}
 	for _, a := range received(srv, "Login") {
-		if key, ok := simHeader(a, "Key"); ok {
+		if key, ok := a.Header("Key"); ok {
 			secrets = append(secrets, key)
 		}
 	}

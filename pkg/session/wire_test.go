@@ -1,20 +1,15 @@
 package session
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
@@ -31,7 +26,7 @@ func TestOversizedEventIsSkippedAndTheStreamGoesOn(t *testing.T) {
 		name := map[bool]string{false: "counted only", true: "reported to the OversizedHandler"}[withHandler]
 		t.Run(name, func(t *testing.T) {
 			leakCheck(t)
-			srv := startSim(t, amisim.Config{})
+			srv := testenv.StartSim(t, amisim.Config{})
 			rec := newRecorder()
 			var h Handler = rec
 			if withHandler {
@@ -78,7 +73,7 @@ func TestOversizedEventIsSkippedAndTheStreamGoesOn(t *testing.T) {
 func TestTLS(t *testing.T) {
 	leakCheck(t)
 	serverTLS, roots := selfSigned(t)
-	srv := startSim(t, amisim.Config{TLSConfig: serverTLS})
+	srv := testenv.StartSim(t, amisim.Config{TLSConfig: serverTLS})
 
 	s, rec, _ := startSession(t, srv.Addr(), WithTLS(&tls.Config{RootCAs: roots}), WithAuth(AuthMD5))
 	waitStarts(t, rec, 1)
@@ -104,28 +99,9 @@ func TestTLS(t *testing.T) {
 // trusts it.
 func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cfg, roots, err := amisim.SelfSignedTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "amisim"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, roots
+	return cfg, roots
 }

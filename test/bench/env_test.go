@@ -13,11 +13,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/amibus/amibus/internal/config"
+	"github.com/amibus/amibus/internal/daemon"
+	"github.com/amibus/amibus/internal/ingest"
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
-	"github.com/amibus/amibus/pkg/config"
-	"github.com/amibus/amibus/pkg/ingest"
-	"github.com/amibus/amibus/pkg/metrics"
-	"github.com/amibus/amibus/pkg/natsconn"
 )
 
 // waitLimit bounds every wait of these benchmarks on something that must
@@ -48,23 +49,11 @@ func ctxT(b *testing.B) context.Context {
 	return ctx
 }
 
-// startNATS starts the nats-server ami-ingest embeds (natsconn.StartEmbedded:
-// JetStream, file storage in a fresh directory) on a free port.
-func startNATS(b *testing.B) *natsconn.Embedded {
-	b.Helper()
-	emb, err := natsconn.StartEmbedded("127.0.0.1:0", b.TempDir(), 10*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(emb.Shutdown)
-	return emb
-}
-
-// connect connects as ami-ingest does (natsconn options, nats.go's reconnect
+// connect connects as ami-ingest does (daemon.NATSOptions, nats.go's reconnect
 // buffer off), plus extra.
 func connect(b *testing.B, url, name string, extra ...nats.Option) *nats.Conn {
 	b.Helper()
-	nc, err := natsconn.Connect(url, config.NATS{}, name, zap.NewNop(), append([]nats.Option{nats.ReconnectBufSize(-1)}, extra...)...)
+	nc, err := daemon.ConnectNATS(url, config.NATS{}, name, zap.NewNop(), append([]nats.Option{nats.ReconnectBufSize(-1)}, extra...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,12 +79,7 @@ const floodWriteTimeout = 10 * time.Second
 func startFleetConfig(b *testing.B, n int, cfg amisim.Config) []*amisim.Server {
 	b.Helper()
 	cfg.RecordLimit = -1
-	f, err := amisim.StartFleet(n, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = f.Close() })
-	return f.Servers()
+	return testenv.StartFleet(b, n, cfg)
 }
 
 // configYAML is an ami-ingest configuration file for sims: natsURL (empty
@@ -113,7 +97,7 @@ func configYAML(natsURL string, sims []*amisim.Server, extra string) string {
 	return b.String()
 }
 
-// ingestRig is ami-ingest in this process: the pkg/ingest Service on its
+// ingestRig is ami-ingest in this process: the internal/ingest Service on its
 // own NATS connection, as cmd/ami-ingest wires it.
 type ingestRig struct {
 	cfg  *config.Config

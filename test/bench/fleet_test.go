@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/publish"
 )
@@ -28,42 +29,28 @@ func BenchmarkIngestIdle200(b *testing.B) {
 	const nodes = 200
 	measure := window(b, "AMIBUS_BENCH_IDLE", 30*time.Second, 10*time.Second)
 	raiseFileLimit(b, 4096)
-	emb := startNATS(b)
-	sims := startFleet(b, nodes)
-	obs := connect(b, emb.ClientURL(), "bench-observer")
-	snaps := watchSnapshots(b, obs, "ami")
-	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
-	snaps.wait(b, nodes)
+	_, _, p := startFleetRig(b, nodes)
 	if up := sumMetric(p.metrics(b), "ami_session_up"); up != nodes {
 		b.Fatalf("ami_session_up sums to %v, want %d", up, nodes)
 	}
 
-	b.ResetTimer()
-	c0, t0 := mustCPU(b, p.pid()), time.Now()
-	<-time.After(measure)
-	c1, t1 := mustCPU(b, p.pid()), time.Now()
-	b.StopTimer()
-	mem, err := readProcMem(p.pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	text := p.metrics(b)
+	cpu, wall, mem, text := p.idleWindow(b, measure)
 	if up := sumMetric(text, "ami_session_up"); up != nodes {
 		b.Fatalf("after the window ami_session_up sums to %v, want %d", up, nodes)
 	}
 	if n := sumMetric(text, "ami_session_reconnects_total"); n != 0 {
 		b.Fatalf("%v reconnects during the window", n)
 	}
-	pct := 100 * (c1 - c0).Seconds() / t1.Sub(t0).Seconds()
+	pct := 100 * cpu.Seconds() / wall.Seconds()
 	b.ReportMetric(pct, "%-of-one-core")
-	b.ReportMetric(float64((c1 - c0).Milliseconds()), "cpu-ms")
+	b.ReportMetric(float64(cpu.Milliseconds()), "cpu-ms")
 	b.ReportMetric(float64(mem.RSS)/mib, "RSS-MiB")
 	verdict := "PASS"
 	if pct >= 1 {
 		verdict = "MISS"
 	}
 	b.Logf("%s: %d idle sessions used %v of CPU in %v: %.3f%% of one core (target < 1%%); RSS %.1f MiB",
-		verdict, nodes, c1-c0, t1.Sub(t0).Round(time.Millisecond), pct, float64(mem.RSS)/mib)
+		verdict, nodes, cpu, wall.Round(time.Millisecond), pct, float64(mem.RSS)/mib)
 }
 
 // BenchmarkIngestScale1000 runs ami-ingest (a subprocess) with 1000
@@ -78,24 +65,19 @@ func BenchmarkIngestScale1000(b *testing.B) {
 	// 1000 listeners and their 1000 accepted sockets here, 1000 AMI
 	// sockets in ami-ingest, which inherits the limit.
 	raiseFileLimit(b, 8192)
-	emb := startNATS(b)
-	sims := startFleet(b, nodes)
-	obs := connect(b, emb.ClientURL(), "bench-observer")
-	snaps := watchSnapshots(b, obs, "ami")
+	sims, obs, p := startFleetRig(b, nodes)
 	perNode := int(rate * measure.Seconds())
-	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
-	snaps.wait(b, nodes)
 	// Subscribed after every snapshot: the events of the logins
 	// (FullyBooted) were published before them and are not counted.
 	counted := countEvents(b, obs, "ami", nodes*perNode)
-	startMem, err := readProcMem(p.pid())
+	startMem, err := readProcMem(p.Pid())
 	if err != nil {
 		b.Fatal(err)
 	}
 
 	b.ResetTimer()
-	rss := sampleRSS(p.pid(), 500*time.Millisecond)
-	c0, t0 := mustCPU(b, p.pid()), time.Now()
+	rss := sampleRSS(p.Pid(), 500*time.Millisecond)
+	c0, t0 := mustCPU(b, p.Pid()), time.Now()
 	var wg sync.WaitGroup
 	for i, s := range sims {
 		wg.Add(1)
@@ -107,18 +89,10 @@ func BenchmarkIngestScale1000(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	c1, t1 := mustCPU(b, p.pid()), time.Now()
+	c1, t1 := mustCPU(b, p.Pid()), time.Now()
 	counted.wait(b, func() string { return scaleDiag(p.metrics(b), sims) })
 	b.StopTimer()
-	maxSampled, err := rss.finish()
-	if err != nil {
-		b.Fatal(err)
-	}
-	mem, err := readProcMem(p.pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	text := p.metrics(b)
+	maxSampled, mem, text := p.finishMemory(b, rss)
 	received := sumMetric(text, "ami_events_received_total")
 	dropped := sumMetric(text, "ami_events_dropped_total")
 	if want := float64(nodes * perNode); received < want || dropped != 0 {
@@ -213,4 +187,18 @@ func scaleDiag(metrics string, sims []*amisim.Server) string {
 		sumMetric(metrics, "ami_events_dropped_total"), sumMetric(metrics, "ami_publish_retries_total"),
 		sumMetric(metrics, "ami_session_reconnects_total"), sumMetric(metrics, "ami_buffer_events"),
 		st.Accepted, len(sims), st.SlowClientDrops, st.QueueFullDrops, st.EventsBroadcast)
+}
+
+// startFleetRig starts NATS, n simulated PBXs, an observer connection and
+// ami-ingest as a subprocess; it returns once every node's snapshot is
+// stored (every session up).
+func startFleetRig(b *testing.B, n int) ([]*amisim.Server, *nats.Conn, *mainProc) {
+	b.Helper()
+	emb := testenv.StartNATS(b)
+	sims := startFleet(b, n)
+	obs := connect(b, emb.ClientURL(), "bench-observer")
+	snaps := watchSnapshots(b, obs, "ami")
+	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
+	snaps.wait(b, n)
+	return sims, obs, p
 }

@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
-	"github.com/amibus/amibus/pkg/metrics"
 	"github.com/amibus/amibus/pkg/publish"
 )
 
@@ -35,7 +36,7 @@ const latencyInbox = "_BENCHACK"
 // (default 10s, 3s under -short); b.N is ignored (one window per run).
 func BenchmarkIngestLatency(b *testing.B) {
 	measure := window(b, "AMIBUS_BENCH_LATENCY", 10*time.Second, 3*time.Second)
-	emb := startNATS(b)
+	emb := testenv.StartNATS(b)
 	sim := startFleet(b, 1)[0]
 	obs := connect(b, emb.ClientURL(), "bench-observer")
 	snaps := watchSnapshots(b, obs, "ami")
@@ -81,13 +82,7 @@ func BenchmarkIngestLatency(b *testing.B) {
 	for k := warm; k < n; k++ {
 		lat = append(lat, acks.at[k].Sub(sent[k]))
 	}
-	slices.Sort(lat)
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.ReportMetric(us(percentile(lat, 50)), "p50-us")
-	b.ReportMetric(us(percentile(lat, 90)), "p90-us")
-	b.ReportMetric(us(percentile(lat, 99)), "p99-us")
-	b.ReportMetric(us(lat[len(lat)-1]), "max-us")
-	b.ReportMetric(float64(len(lat)-countBelow(lat, 5*time.Millisecond)), "events-over-5ms")
+	reportLatency(b, lat)
 	b.ReportMetric(float64(len(lat)), "events")
 	b.ReportMetric(testutil.ToFloat64(ing.m.PublishRetries.WithLabelValues("pbx1")), "retries")
 	slowest := warm
@@ -286,7 +281,7 @@ func checkStoredOrder(b *testing.B, stream jetstream.Stream, base uint64, n int)
 // latency is JetStream's and this machine's.
 func BenchmarkDirectLatency(b *testing.B) {
 	measure := window(b, "AMIBUS_BENCH_LATENCY", 10*time.Second, 3*time.Second)
-	emb := startNATS(b)
+	emb := testenv.StartNATS(b)
 	nc := connect(b, emb.ClientURL(), "bench-direct")
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -352,13 +347,7 @@ func BenchmarkDirectLatency(b *testing.B) {
 	for k := warm; k < n; k++ {
 		lat = append(lat, acked[k].Sub(sent[k]))
 	}
-	slices.Sort(lat)
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.ReportMetric(us(percentile(lat, 50)), "p50-us")
-	b.ReportMetric(us(percentile(lat, 90)), "p90-us")
-	b.ReportMetric(us(percentile(lat, 99)), "p99-us")
-	b.ReportMetric(us(lat[len(lat)-1]), "max-us")
-	b.ReportMetric(float64(len(lat)-countBelow(lat, 5*time.Millisecond)), "events-over-5ms")
+	reportLatency(b, lat)
 	b.ReportMetric(float64(len(payload)), "B/event-json")
 	slowest := warm
 	for k := warm; k < n; k++ {
@@ -367,4 +356,16 @@ func BenchmarkDirectLatency(b *testing.B) {
 		}
 	}
 	b.Logf("slowest: message %d published %v after the start, acked after %v", slowest, sent[slowest].Sub(sent[0]), acked[slowest].Sub(sent[slowest]))
+}
+
+// reportLatency sorts lat and reports its percentiles, its maximum and how
+// many events took over 5 ms.
+func reportLatency(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(us(percentile(lat, 50)), "p50-us")
+	b.ReportMetric(us(percentile(lat, 90)), "p90-us")
+	b.ReportMetric(us(percentile(lat, 99)), "p99-us")
+	b.ReportMetric(us(lat[len(lat)-1]), "max-us")
+	b.ReportMetric(float64(len(lat)-countBelow(lat, 5*time.Millisecond)), "events-over-5ms")
 }

@@ -2,11 +2,11 @@ package bench
 
 import (
 	"math"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
@@ -38,7 +38,7 @@ ingest:
 	before := sumMetric(p.metrics(b), "ami_events_received_total")
 
 	b.ResetTimer()
-	rss := sampleRSS(p.pid(), 250*time.Millisecond)
+	rss := sampleRSS(p.Pid(), 250*time.Millisecond)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -47,15 +47,7 @@ ingest:
 		sim.EmitEvents(math.MaxInt, 0)
 	}()
 	<-time.After(flood)
-	maxSampled, err := rss.finish()
-	if err != nil {
-		b.Fatal(err)
-	}
-	mem, err := readProcMem(p.pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	text := p.metrics(b)
+	maxSampled, mem, text := p.finishMemory(b, rss)
 	b.StopTimer()
 	// The flood ends with the simulator (EmitEvents returns when it closes).
 	_ = sim.Close()
@@ -86,13 +78,5 @@ ingest:
 // free a moment ago, on which connections are refused.
 func downNATS(b *testing.B) string {
 	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return "nats://" + addr
+	return "nats://" + testenv.DeadAddr(b)
 }

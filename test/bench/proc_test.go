@@ -1,15 +1,14 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/amibus/amibus/internal/testenv"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,152 +26,158 @@ const userHZ = 100
 // failure message of a benchmark.
 const tailLines = 40
 
+// builtMain is one main of cmd/ built for the benchmarks.
+type builtMain struct {
+	once   sync.Once
+	path   string
+	remove func()
+	err    error
+}
+
 var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
+	builtMu sync.Mutex
+	built   = map[string]*builtMain{} // by command name; a handful at most
 )
 
-// ingestBinary builds cmd/ami-ingest once per test binary, as `make build`
-// does (static, trimmed), and returns its path.
-func ingestBinary(b *testing.B) string {
+// mainBinary builds cmd/<name> once per test binary, as `make build` does
+// (static, trimmed), and returns its path.
+func mainBinary(b *testing.B, name string) string {
 	b.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "amibus-bench-")
-		if binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binDir, "github.com/amibus/amibus/cmd/ami-ingest")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ami-ingest: %v\n%s", err, out)
+	builtMu.Lock()
+	m := built[name]
+	if m == nil {
+		m = &builtMain{remove: func() {}}
+		built[name] = m
+	}
+	builtMu.Unlock()
+	m.once.Do(func() {
+		var remove func()
+		m.path, remove, m.err = testenv.Build("github.com/amibus/amibus/cmd/"+name, name)
+		if m.err == nil {
+			m.remove = remove
 		}
 	})
-	if binErr != nil {
-		b.Fatal(binErr)
+	if m.err != nil {
+		b.Fatal(m.err)
 	}
-	return filepath.Join(binDir, "ami-ingest")
+	return m.path
 }
 
-// removeBinaries deletes what ingestBinary built (from TestMain).
+// ingestBinary is cmd/ami-ingest built once (mainBinary).
+func ingestBinary(b *testing.B) string { return mainBinary(b, "ami-ingest") }
+
+// removeBinaries deletes what mainBinary built (from TestMain).
 func removeBinaries() {
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	for _, m := range built {
+		m.remove()
 	}
 }
 
-// ingestProc is ami-ingest running as a subprocess of the benchmark.
-type ingestProc struct {
-	cmd  *exec.Cmd
+// mainProc is an amibus daemon (ami-ingest, ami-state) running as a
+// subprocess of the benchmark.
+type mainProc struct {
+	*testenv.Proc
+	name string // the command, for messages
 	http string // host:port of /metrics
-
-	logDone chan struct{}
-	mu      sync.Mutex
-	tail    []string
 }
 
-// startIngestProc writes yaml to a file and runs ami-ingest on it; it
-// returns once the process logged that it started (its HTTP address
-// known). The process is stopped by the benchmark's cleanup.
-func startIngestProc(b *testing.B, yaml string) *ingestProc {
+// startIngestProc writes yaml to a file and runs ami-ingest on it (see
+// startMain; AMIBUS_BENCH_INGEST_BIN names another build to run, to compare
+// two in one run).
+func startIngestProc(b *testing.B, yaml string) *mainProc {
 	b.Helper()
-	bin := ingestBinary(b)
 	dir := b.TempDir()
-	path := filepath.Join(dir, "ami-ingest.yaml")
+	return startMain(b, "ami-ingest", nil, yaml, "--data-dir", filepath.Join(dir, "data"))
+}
+
+// startMain writes yaml to a file and runs cmd/<name> on it with args and
+// env added to the environment; it returns once the process logged that it started (its HTTP address
+// known). The process is stopped by the benchmark's cleanup.
+func startMain(b *testing.B, name string, env []string, yaml string, args ...string) *mainProc {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), name+".yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	p := &ingestProc{logDone: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--config", path, "--data-dir", filepath.Join(dir, "data"))
-	// A benchmark killed half-way must not leave an ami-ingest behind.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
+	bin := ""
+	if name == "ami-ingest" {
+		bin = os.Getenv("AMIBUS_BENCH_INGEST_BIN")
 	}
-	if err := p.cmd.Start(); err != nil {
-		b.Fatal(err)
+	if bin == "" {
+		bin = mainBinary(b, name)
 	}
-	started := make(chan string, 1)
-	// Reads the log until the process exits (the pipe closes); the log is
-	// never left unread, so ami-ingest never drops lines because of us.
-	go p.readLog(stderr, started)
+	p := &mainProc{name: name, Proc: testenv.Run(b, bin, env, nil, append([]string{"--config", path}, args...)...)}
 	b.Cleanup(func() { p.stop(b) })
-	select {
-	case p.http = <-started:
-	case <-p.logDone:
-		b.Fatalf("ami-ingest exited before it started:\n%s", p.lastLines())
-	case <-time.After(waitLimit):
-		b.Fatalf("ami-ingest did not start in %v:\n%s", waitLimit, p.lastLines())
+	line := p.WaitLine(`"msg":"` + name + ` started"`)
+	var started struct {
+		HTTP string `json:"http"`
 	}
+	if err := json.Unmarshal([]byte(line), &started); err != nil || started.HTTP == "" {
+		b.Fatalf("no HTTP address in %s", line)
+	}
+	p.http = started.HTTP
 	return p
 }
 
-// readLog keeps the last lines of the JSON log and sends the HTTP address
-// from the "ami-ingest started" line.
-func (p *ingestProc) readLog(r io.Reader, started chan<- string) {
-	defer close(p.logDone)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		p.mu.Lock()
-		p.tail = append(p.tail, line)
-		if len(p.tail) > tailLines {
-			p.tail = p.tail[len(p.tail)-tailLines:]
-		}
-		p.mu.Unlock()
-		var l struct {
-			Msg  string `json:"msg"`
-			HTTP string `json:"http"`
-		}
-		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "ami-ingest started" {
-			select {
-			case started <- l.HTTP:
-			default: // logged once per process; never block the copy
-			}
-		}
-	}
-	// Scanner errors (a line over 1 MiB) end the copy; drain the rest so
-	// the process is never blocked on its stderr.
-	_, _ = io.Copy(io.Discard, r)
-}
-
-func (p *ingestProc) lastLines() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
-}
+// lastLines is the end of the process's log, for a failure message.
+func (p *mainProc) lastLines() string { return p.Tail(tailLines) }
 
 // stop sends SIGTERM (graceful shutdown) and waits; a process that is not
-// gone within its drain time plus a margin is killed.
-func (p *ingestProc) stop(b *testing.B) {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() {
-		<-p.logDone
-		exited <- p.cmd.Wait()
-	}()
+// gone within its drain time plus a margin fails the benchmark and is
+// killed.
+func (p *mainProc) stop(b *testing.B) {
 	select {
-	case err := <-exited:
-		if err != nil {
-			b.Errorf("ami-ingest: %v\n%s", err, p.lastLines())
-		}
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-exited
-		b.Errorf("ami-ingest did not stop on SIGTERM within 30s\n%s", p.lastLines())
+	case <-p.Exited():
+		return
+	default:
+	}
+	p.Signal(syscall.SIGTERM)
+	if code, _ := p.Wait(30 * time.Second); code != 0 {
+		b.Errorf("%s exited %d\n%s", p.name, code, p.lastLines())
 	}
 }
 
-// pid is the subprocess's process id.
-func (p *ingestProc) pid() int { return p.cmd.Process.Pid }
+// measureWindow measures process pid for d with the benchmark's timer
+// running: the CPU time it used, the wall time and its memory at the end.
+func measureWindow(b *testing.B, pid int, d time.Duration) (cpu, wall time.Duration, mem procMem) {
+	b.Helper()
+	b.ResetTimer()
+	c0, t0 := mustCPU(b, pid), time.Now()
+	<-time.After(d)
+	c1, t1 := mustCPU(b, pid), time.Now()
+	b.StopTimer()
+	mem, err := readProcMem(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c1 - c0, t1.Sub(t0), mem
+}
+
+// idleWindow is measureWindow on the process, with its metrics at the end.
+func (p *mainProc) idleWindow(b *testing.B, d time.Duration) (cpu, wall time.Duration, mem procMem, text string) {
+	b.Helper()
+	cpu, wall, mem = measureWindow(b, p.Pid(), d)
+	return cpu, wall, mem, p.metrics(b)
+}
+
+// finishMemory stops rss and returns the largest RSS it saw, the
+// process's memory now and its metrics.
+func (p *mainProc) finishMemory(b *testing.B, rss *rssSampler) (maxSampled int64, mem procMem, text string) {
+	b.Helper()
+	maxSampled, err := rss.finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if mem, err = readProcMem(p.Pid()); err != nil {
+		b.Fatal(err)
+	}
+	return maxSampled, mem, p.metrics(b)
+}
 
 // metrics returns the text of the process's /metrics.
-func (p *ingestProc) metrics(b *testing.B) string {
+func (p *mainProc) metrics(b *testing.B) string {
 	b.Helper()
 	c := http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get("http://" + p.http + "/metrics")

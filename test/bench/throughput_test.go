@@ -16,8 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
-	"github.com/amibus/amibus/pkg/metrics"
 	"github.com/amibus/amibus/pkg/publish"
 )
 
@@ -136,7 +137,7 @@ type throughputEnv struct {
 }
 
 func newThroughputEnv(b *testing.B) *throughputEnv {
-	emb := startNATS(b)
+	emb := testenv.StartNATS(b)
 	e := &throughputEnv{sim: startFleetConfig(b, 1, amisim.Config{WriteTimeout: floodWriteTimeout})[0], pipeMarks: make(chan int, 16)}
 	obs := connect(b, emb.ClientURL(), "bench-observer")
 	snaps := watchSnapshots(b, obs, "ami")

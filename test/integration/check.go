@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,7 +68,8 @@ func (c *Cluster) settled(v View, live map[string]bool) bool {
 
 // WaitSettled waits until the stream shows every node owned by one of the
 // given ingest replicas, each with at most its fair share (nodes/replicas
-// rounded up), and amisim has exactly one ingest session per node.
+// rounded up), and amisim has exactly one ingest session per node of the
+// file and none of the nodes it does not list.
 func (c *Cluster) WaitSettled(ctx context.Context, live ...*Box) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
@@ -86,8 +88,12 @@ func (c *Cluster) WaitSettled(ctx context.Context, live ...*Box) {
 			return err
 		}
 		for _, n := range nodes {
-			if n.Active[ingestUser] != 1 {
-				return fmt.Errorf("%s has %d ingest sessions", n.Node, n.Active[ingestUser])
+			want := 0
+			if slices.Contains(c.Nodes, n.Node) {
+				want = 1
+			}
+			if n.Active[ingestUser] != want {
+				return fmt.Errorf("%s has %d ingest sessions, want %d", n.Node, n.Active[ingestUser], want)
 			}
 		}
 		return nil
@@ -140,11 +146,12 @@ func (c *Cluster) Quiesce(ctx context.Context) {
 	}
 }
 
-// ingestConns returns, per node, amisim's connections of the ingest user,
-// each with the session id its ActionIDs carry ("" if none).
+// ingestConns returns, per node any file listed, amisim's connections of
+// the ingest user, each with the session id its ActionIDs carry ("" if
+// none).
 func (c *Cluster) ingestConns(ctx context.Context) (map[string][]SimConn, error) {
 	out := map[string][]SimConn{}
-	for _, n := range c.Nodes {
+	for _, n := range c.ever {
 		conns, err := c.Ctl.Conns(ctx, n)
 		if err != nil {
 			return nil, err
@@ -169,7 +176,8 @@ func (c *Cluster) ingestConns(ctx context.Context) (map[string][]SimConn, error)
 //     unmarked, nothing invented;
 //   - amisim never had two ingest sessions of one node logged in at once.
 //
-// It returns the histories for the scenario's own assertions.
+// Every node any file listed is checked (SetNodes). It returns the
+// histories for the scenario's own assertions.
 func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 	c.t.Helper()
 	conns, err := c.ingestConns(ctx)
@@ -178,7 +186,7 @@ func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 	}
 	want := map[string]uint64{} // open session -> events amisim wrote to it
 	c.Tail.Read(func(v View) {
-		for _, n := range c.Nodes {
+		for _, n := range c.ever {
 			o, ok := v.Open(n)
 			if !ok {
 				continue
@@ -213,7 +221,7 @@ func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 	for _, e := range tailErrs {
 		c.t.Errorf("undecodable stream message: %v", e)
 	}
-	h := CheckStream(subjectPrefix, c.Nodes, c.Tail.Records())
+	h := CheckStream(subjectPrefix, c.ever, c.Tail.Records())
 	var problems []string
 	problems = append(problems, h.Violations()...)
 	problems = append(problems, c.accounting(h, conns)...)
@@ -243,7 +251,7 @@ func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 		sessions += len(nh.Sessions)
 	}
 	c.t.Logf("stream: %d events in %d sessions of %d nodes; %d gap markers for %d events; %d sessions ended without session_end",
-		events, sessions, len(c.Nodes), gaps, gapEvents, abrupt)
+		events, sessions, len(c.ever), gaps, gapEvents, abrupt)
 	return h
 }
 
@@ -252,7 +260,7 @@ func (c *Cluster) Verify(ctx context.Context) *StreamHistory {
 func (c *Cluster) accounting(h *StreamHistory, conns map[string][]SimConn) []string {
 	var out []string
 	var inFlight uint64 // written by amisim to a session that ended before reading them
-	for _, n := range c.Nodes {
+	for _, n := range c.ever {
 		nh := h.Nodes[n]
 		seen := map[string]bool{}
 		for _, cn := range conns[n] {
@@ -311,20 +319,26 @@ func describe(nh *NodeHistory) string {
 	return b.String()
 }
 
-// WaitEvents waits until every node has at least n more messages in the
-// stream than when it was called.
+// WaitEvents waits until every node of the file has at least n more
+// messages in the stream than when it was called.
 func (c *Cluster) WaitEvents(ctx context.Context, n int) {
+	c.t.Helper()
+	c.WaitNodeEvents(ctx, n, c.Nodes)
+}
+
+// WaitNodeEvents is WaitEvents for the nodes given.
+func (c *Cluster) WaitNodeEvents(ctx context.Context, n int, nodes []string) {
 	c.t.Helper()
 	base := map[string]int{}
 	c.Tail.Read(func(v View) {
-		for _, node := range c.Nodes {
+		for _, node := range nodes {
 			base[node] = v.NodeCount(node)
 		}
 	})
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	err := c.Tail.Wait(ctx, func(v View) bool {
-		for _, node := range c.Nodes {
+		for _, node := range nodes {
 			if v.NodeCount(node) < base[node]+n {
 				return false
 			}
@@ -334,7 +348,7 @@ func (c *Cluster) WaitEvents(ctx context.Context, n int) {
 	if err != nil {
 		short := map[string]int{}
 		c.Tail.Read(func(v View) {
-			for _, node := range c.Nodes {
+			for _, node := range nodes {
 				if d := v.NodeCount(node) - base[node]; d < n {
 					short[node] = d
 				}
@@ -360,7 +374,7 @@ func (c *Cluster) OpenSessions() map[string]string {
 var errNoLeader = errors.New("no leader, or still the killed server")
 
 // leaseHistory describes the lease key of node in the ownership bucket
-// (pkg/ownership: "node.<node>"), every revision the bucket keeps, for
+// (internal/ownership: "node.<node>"), every revision the bucket keeps, for
 // failure messages about hand-overs.
 func (c *Cluster) leaseHistory(ctx context.Context, node string) string {
 	kv, err := c.JS.KeyValue(ctx, "ami_owners")
@@ -483,7 +497,8 @@ func (c *Cluster) wroteLeaseEarly(node, owner string, from, to time.Time) bool {
 	c.kvMu.Lock()
 	defer c.kvMu.Unlock()
 	for _, o := range c.kvOps {
-		if o.key == "node."+node && o.op == "PUT" && o.value == owner &&
+		// Node entries hold owner/incarnation (internal/ownership).
+		if o.key == "node."+node && o.op == "PUT" && strings.HasPrefix(o.value, owner+"/") &&
 			!o.at.Before(from.Add(-time.Second)) && o.at.Before(from.Add(time.Second)) && to.Sub(o.at) > 5*time.Second {
 			return true
 		}

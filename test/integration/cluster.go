@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,13 +53,18 @@ const (
 // Spec describes a cluster. Zero fields take the defaults of scenario 1.
 type Spec struct {
 	Nodes          int           // simulated PBXs; default 12
+	Listed         int           // nodes in the first file, pbx1..pbxListed; default Nodes
 	Ingest         int           // ami-ingest replicas; default 3
-	Actors         int           // ami-actor replicas; default 2
+	Actors         int           // ami-actor replicas; default 2, -1 for none
 	TTL            time.Duration // ingest.ha.ttl; default 3s
 	CallsPerSecond float64       // live calls per node; default 0.5 (~42 events/s per node)
 	// Simultaneous starts every ingest replica at once; by default the
 	// first one starts alone and creates the stream.
 	Simultaneous bool
+	// State adds QueueStatus to the ingest's snapshots and a state:
+	// section (leases on) to the file, for ami-state replicas
+	// (state_test.go starts them).
+	State bool
 }
 
 func (s Spec) withDefaults() Spec {
@@ -68,8 +74,14 @@ func (s Spec) withDefaults() Spec {
 	if s.Ingest == 0 {
 		s.Ingest = 3
 	}
-	if s.Actors == 0 {
+	if s.Listed == 0 {
+		s.Listed = s.Nodes
+	}
+	switch {
+	case s.Actors == 0:
 		s.Actors = 2
+	case s.Actors < 0:
+		s.Actors = 0
 	}
 	if s.TTL == 0 {
 		s.TTL = 3 * time.Second
@@ -87,7 +99,13 @@ type Cluster struct {
 	Spec  Spec
 	p     *testcontainers.DockerProvider
 	image string
-	Nodes []string // pbx1..pbxN
+	// Nodes are the nodes of the file: pbx1..pbxListed at start, then
+	// those of the last SetNodes. amisim simulates pbx1..pbxN whatever
+	// the file lists.
+	Nodes []string
+	// ever are the nodes any file listed, in the order first listed: the
+	// nodes whose histories Verify checks.
+	ever []string
 
 	natsNet, pbxNet *testcontainers.DockerNetwork
 
@@ -128,9 +146,10 @@ func StartCluster(t *testing.T, spec Spec) *Cluster {
 	t.Helper()
 	p, image := setup(t)
 	c := &Cluster{t: t, Spec: spec.withDefaults(), p: p, image: image}
-	for i := 1; i <= c.Spec.Nodes; i++ {
+	for i := 1; i <= c.Spec.Listed; i++ {
 		c.Nodes = append(c.Nodes, "pbx"+strconv.Itoa(i))
 	}
+	c.ever = slices.Clone(c.Nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -192,7 +211,7 @@ func StartCluster(t *testing.T, spec Spec) *Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Tail.Stop)
-	c.Actors = make([]*Box, c.Spec.Actors)
+	c.Actors = make([]*Box, c.Spec.Actors) // none with Actors -1
 	if err := parallel(c.Spec.Actors, func(i int) error {
 		var err error
 		c.Actors[i], err = c.startService(ctx, "actor", i+1)
@@ -304,9 +323,9 @@ func (c *Cluster) config(role string) string {
 	b.WriteString("nats:\n  url: nats://nats1:4222,nats://nats2:4222,nats://nats3:4222\n")
 	b.WriteString("stream:\n  replicas: 3\n  max_age: 1h\n")
 	b.WriteString("nodes:\n")
-	for i, n := range c.Nodes {
+	for _, n := range c.Nodes {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %s:%d\n    username: %s\n    secret: amisecret\n"+
-			"    actor_username: %s\n    actor_secret: amisecret2\n", n, simAlias, simFirstPort+i, ingestUser, actorUser)
+			"    actor_username: %s\n    actor_secret: amisecret2\n", n, simAlias, simPort(n), ingestUser, actorUser)
 	}
 	listen := "0.0.0.0:9090"
 	if role == "actor" {
@@ -314,7 +333,66 @@ func (c *Cluster) config(role string) string {
 	}
 	fmt.Fprintf(&b, "http:\n  listen: %s\n", listen)
 	fmt.Fprintf(&b, "ingest:\n  ha:\n    enabled: true\n    ttl: %s\n", c.Spec.TTL)
+	if c.Spec.State {
+		fmt.Fprintf(&b, "  snapshot_actions: [CoreShowChannels, BridgeList, QueueStatus]\n"+
+			"state:\n  replicas: 3\n  ha:\n    enabled: true\n    ttl: %s\n", c.Spec.TTL)
+	}
 	return b.String()
+}
+
+// simPort is the port amisim serves node pbxK on.
+func simPort(node string) int {
+	k, _ := strconv.Atoi(strings.TrimPrefix(node, "pbx"))
+	return simFirstPort + k - 1
+}
+
+// SetNodes makes nodes the node list of the file that Reload writes (and
+// that containers started from now on read); the checks follow it.
+func (c *Cluster) SetNodes(nodes []string) {
+	c.Nodes = slices.Clone(nodes)
+	for _, n := range nodes {
+		if !slices.Contains(c.ever, n) {
+			c.ever = append(c.ever, n)
+		}
+	}
+}
+
+// Reload writes the cluster's current file (SetNodes) over the box's
+// configuration file and sends it SIGHUP, as `kill -HUP` after a
+// ConfigMap update would; it returns once the process counted the reload
+// as applied (ami_config_reloads_total), failing on any other result.
+func (b *Box) Reload(ctx context.Context) error {
+	before, err := b.Metrics(ctx)
+	if err != nil {
+		return err
+	}
+	count := func(m Metrics, result string) float64 { return m.Sum("ami_config_reloads_total", "result", result) }
+	if err := b.ctr.CopyToContainer(ctx, []byte(b.cl.config(b.Role)), configPath, 0o444); err != nil {
+		return fmt.Errorf("write %s's configuration: %w", b.Name, err)
+	}
+	if _, err := b.cl.p.Client().ContainerKill(ctx, b.ctr.GetContainerID(), client.ContainerKillOptions{Signal: "SIGHUP"}); err != nil {
+		return fmt.Errorf("SIGHUP %s: %w", b.Name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var other error // a result other than applied: no use waiting on
+	err = pollUntil(ctx, b.Name+" reload", func() error {
+		m, err := b.Metrics(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range []string{"invalid", "refused", "unchanged"} {
+			if count(m, r) > count(before, r) {
+				other = fmt.Errorf("%s: reload counted %s, want applied", b.Name, r)
+				return nil
+			}
+		}
+		if count(m, "applied") == count(before, "applied") {
+			return errors.New("not applied yet")
+		}
+		return nil
+	})
+	return errors.Join(err, other)
 }
 
 // run creates and starts a container of the suite's image.
@@ -423,19 +501,7 @@ func (b *Box) waitHTTP(ctx context.Context, path string) error {
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", path, resp.Status)
-		}
-		return nil
+		return call(ctx, http.MethodGet, base, path, http.StatusOK, nil)
 	})
 }
 

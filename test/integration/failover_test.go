@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
-	"sort"
 	"testing"
 	"time"
 )
@@ -18,51 +16,16 @@ func TestIngestKilled(t *testing.T) {
 
 	victim := c.Ingest[1]
 	before := c.OpenSessions()
-	owners := c.Owners()
-	var orphans []string
-	for _, n := range c.Nodes {
-		if owners[n] == victim.Instance() {
-			orphans = append(orphans, n)
-		}
-	}
-	sort.Strings(orphans)
-	if len(orphans) != 4 {
-		t.Fatalf("%s owns %v before the kill, want 4 nodes", victim.Name, orphans)
-	}
+	orphans, owners := c.nodesOf(victim, 4)
+	survivors := []*Box{c.Ingest[0], c.Ingest[2]}
 
 	killed := time.Now()
 	if err := victim.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Each orphan gets a new session from a survivor. The time is when
-	// the test read its session_start: an upper bound of the hand-over.
-	deadline := c.Spec.TTL + 5*time.Second
-	wctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	taken := map[string]time.Duration{}
-	err := c.Tail.Wait(wctx, func(v View) bool {
-		for _, n := range orphans {
-			if _, done := taken[n]; done {
-				continue
-			}
-			if r, ok := v.Open(n); ok && r.Session != before[n] {
-				taken[n] = r.Received.Sub(killed)
-			}
-		}
-		return len(taken) == len(orphans)
-	})
-	if err != nil {
-		var left []string
-		for _, n := range orphans {
-			if _, ok := taken[n]; !ok {
-				left = append(left, n)
-			}
-		}
-		c.failUnowned(fmt.Sprintf("nodes of %s not taken over within TTL + 5 s (%v): taken %v", victim.Name, deadline, taken),
-			left, []*Box{c.Ingest[0], c.Ingest[2]})
-	}
+	// Each orphan gets a new session from a survivor.
+	taken := c.waitTakeOver(ctx, victim, orphans, before, killed, survivors)
 	t.Logf("take-over after the kill: %v", taken)
-	survivors := []*Box{c.Ingest[0], c.Ingest[2]}
 	live := instances(survivors)
 	for n, o := range c.Owners() {
 		if !live[o] {

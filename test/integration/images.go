@@ -22,18 +22,18 @@ import (
 const natsServerPkg = "github.com/nats-io/nats-server/v2"
 
 // binaries are the image's programs, each at /<name>.
-var binaries = []string{"nats-server", "amisim", "ami-ingest", "ami-actor"}
+var binaries = []string{"nats-server", "amisim", "ami-ingest", "ami-actor", "ami-state"}
 
 // dockerfile is the image: the static binaries on an empty base, run as an
 // unprivileged user like the shipped image (Dockerfile at the repository
 // root). nats-server containers run as root instead (cluster.go), because
 // JetStream needs a writable store and scratch has no writable directory.
 const dockerfile = `FROM scratch
-COPY nats-server amisim ami-ingest ami-actor /
+COPY nats-server amisim ami-ingest ami-actor ami-state /
 USER 65532:65532
 `
 
-// buildImage builds the four binaries and the image, and returns the
+// buildImage builds the binaries and the image, and returns the
 // image's tag. The build context holds only the binaries and the
 // Dockerfile.
 func buildImage(ctx context.Context, p *testcontainers.DockerProvider) (string, error) {
@@ -52,7 +52,7 @@ func buildImage(ctx context.Context, p *testcontainers.DockerProvider) (string, 
 		return "", fmt.Errorf("go tool not found: %w", err)
 	}
 	args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", dir + string(filepath.Separator),
-		"./cmd/amisim", "./cmd/ami-ingest", "./cmd/ami-actor", natsServerPkg}
+		"./cmd/amisim", "./cmd/ami-ingest", "./cmd/ami-actor", "./cmd/ami-state", natsServerPkg}
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -22,47 +21,13 @@ func TestIngestPartitioned(t *testing.T) {
 	victim := c.Ingest[0]
 	survivors := c.Ingest[1:]
 	before := c.OpenSessions()
-	owners := c.Owners()
-	var orphans []string
-	for _, n := range c.Nodes {
-		if owners[n] == victim.Instance() {
-			orphans = append(orphans, n)
-		}
-	}
-	sort.Strings(orphans)
-	if len(orphans) != 4 {
-		t.Fatalf("%s owns %v, want 4 nodes", victim.Name, orphans)
-	}
+	orphans, _ := c.nodesOf(victim, 4)
 
 	cut := time.Now()
 	if err := victim.Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := c.Spec.TTL + 5*time.Second
-	wctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	taken := map[string]time.Duration{}
-	err := c.Tail.Wait(wctx, func(v View) bool {
-		for _, n := range orphans {
-			if _, done := taken[n]; done {
-				continue
-			}
-			if r, ok := v.Open(n); ok && r.Session != before[n] {
-				taken[n] = r.Received.Sub(cut)
-			}
-		}
-		return len(taken) == len(orphans)
-	})
-	if err != nil {
-		var left []string
-		for _, n := range orphans {
-			if _, ok := taken[n]; !ok {
-				left = append(left, n)
-			}
-		}
-		c.failUnowned(fmt.Sprintf("nodes of %s not taken over within TTL + 5 s (%v): taken %v", victim.Name, deadline, taken),
-			left, survivors)
-	}
+	taken := c.waitTakeOver(ctx, victim, orphans, before, cut, survivors)
 	t.Logf("take-over after the cut: %v", taken)
 
 	// The victim closed its AMI sessions before its leases could expire:

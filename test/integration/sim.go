@@ -14,7 +14,7 @@ import (
 // containers; the timeout bounds a request to a container that froze.
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
-// Sim is a client of amisim's control endpoint (cmd/amisim/control.go).
+// Sim is a client of amisim's control endpoint (internal/simcmd/control.go).
 type Sim struct {
 	base func(ctx context.Context) (string, error) // http://host:port
 }
@@ -80,20 +80,7 @@ func (s *Sim) get(ctx context.Context, path string, v any) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("amisim GET %s: %s: %s", path, resp.Status, b)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return call(ctx, http.MethodGet, base, path, http.StatusOK, v)
 }
 
 func (s *Sim) post(ctx context.Context, path string) error {
@@ -101,7 +88,13 @@ func (s *Sim) post(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, nil)
+	return call(ctx, http.MethodPost, base, path, http.StatusNoContent, nil)
+}
+
+// call sends an HTTP request without a body to base+path and wants the
+// status want; the JSON answer is decoded into v unless v is nil.
+func call(ctx context.Context, method, base, path string, want int, v any) error {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
 		return err
 	}
@@ -110,9 +103,12 @@ func (s *Sim) post(ctx context.Context, path string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
+	if resp.StatusCode != want {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("amisim POST %s: %s: %s", path, resp.Status, b)
+		return fmt.Errorf("%s %s%s: %s: %s", method, base, path, resp.Status, b)
 	}
-	return nil
+	if v == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -18,7 +18,7 @@ Names and labels.
 {{- end }}
 {{- end }}
 
-{{/* Name of one program's objects: <fullname>-ingest, <fullname>-actor. */}}
+{{/* Name of one program's objects: <fullname>-ingest, <fullname>-actor, <fullname>-state. */}}
 {{- define "amibus.componentName" -}}
 {{- printf "%s-%s" (include "amibus.fullname" .root | trunc 56 | trimSuffix "-") .component }}
 {{- end }}
@@ -123,6 +123,9 @@ Included by the ConfigMap, which every release renders.
 {{- if and (gt (int .Values.ingest.replicas) 1) (not .Values.ingest.ha.enabled) }}
 {{- fail (printf "ingest.replicas is %d but ingest.ha.enabled is false: without leases every replica would publish every node's events; set ingest.ha.enabled=true" (int .Values.ingest.replicas)) }}
 {{- end }}
+{{- if and .Values.state.enabled (gt (int .Values.state.replicas) 1) (not .Values.state.ha.enabled) }}
+{{- fail (printf "state.replicas is %d but state.ha.enabled is false: without leases every replica would write every node's keys and checkpoint; set state.ha.enabled=true" (int .Values.state.replicas)) }}
+{{- end }}
 {{- $seen := dict }}
 {{- range $i, $n := .Values.nodes }}
 {{- if not (kindIs "map" $n) }}
@@ -184,7 +187,7 @@ Included by the ConfigMap, which every release renders.
 {{- end }}
 
 {{/*
-The configuration file of one program: dict "root" $ "component" "ingest"|"actor"
+The configuration file of one program: dict "root" $ "component" "ingest"|"actor"|"state"
 "port" N. Only non-secret values: secrets are file paths or ${ENV} references.
 */}}
 {{- define "amibus.config" -}}
@@ -211,7 +214,7 @@ The configuration file of one program: dict "root" $ "component" "ingest"|"actor
 {{- if $v.nats.tls.insecure_skip_verify }}{{ $_ := set $tls "insecure_skip_verify" true }}{{ end }}
 {{- if $tls }}{{ $_ := set $nats "tls" $tls }}{{ end }}
 {{- $nodes := list }}
-{{- range $v.nodes }}
+{{- range (ternary (list) $v.nodes (default false .withoutNodes)) }}
 {{- $n := deepCopy . }}
 {{- $_ := set $n "secret_file" (printf "%s/%s.secret" $secretDir .name) }}
 {{- if .actor_username }}
@@ -226,12 +229,15 @@ The configuration file of one program: dict "root" $ "component" "ingest"|"actor
 {{- $ingest := get $cfg "ingest" | default dict }}
 {{- $_ := set $ingest "ha" (deepCopy $v.ingest.ha) }}
 {{- $_ := set $cfg "ingest" $ingest }}
+{{- $state := get $cfg "state" | default dict }}
+{{- $_ := set $state "ha" (deepCopy $v.state.ha) }}
+{{- $_ := set $cfg "state" $state }}
 {{- toYaml $cfg }}
 {{- end }}
 
 {{/*
-Pod spec shared by both programs: dict "root" $ "component" "ingest"|"actor"
-"binary" "ami-ingest"|"ami-actor" "values" <component values>.
+Pod spec shared by the programs: dict "root" $ "component" "ingest"|"actor"|"state"
+"binary" "ami-ingest"|"ami-actor"|"ami-state" "values" <component values>.
 */}}
 {{- define "amibus.podSpec" -}}
 {{- $root := .root }}
@@ -259,6 +265,11 @@ containers:
     args:
       - --config
       - {{ printf "%s/%s.yaml" (include "amibus.configDir" $root) .binary | quote }}
+      {{- if has .component (list "ingest" "actor" "state") }}
+      # Node list changes reach the pod by the ConfigMap and Secret volume
+      # updates and are applied by a live reload, without a restart.
+      - --watch-config
+      {{- end }}
     ports:
       - name: http
         containerPort: {{ $c.port }}
@@ -312,11 +323,18 @@ volumes:
       secretName: {{ include "amibus.secretName" $root }}
       # Readable by the pod's group (fsGroup) only.
       defaultMode: 0440
+      {{- if $root.Values.secrets.existingSecret }}
+      # A Secret of yours may hold more than amibus reads: only these keys.
+      # (So a node added rolls the pods.)
       items:
         {{- range $secretKeys }}
         - key: {{ . }}
           path: {{ . }}
         {{- end }}
+      {{- end }}
+      {{- /* The chart's own Secret holds only what the configuration reads:
+      mounted whole, its node keys are not in the pod template, and a node
+      added is a live reload, not a restart. */}}
   {{- end }}
   {{- with $c.extraVolumes }}
   {{- toYaml . | nindent 2 }}
@@ -345,4 +363,19 @@ topologySpreadConstraints:
       matchLabels:
         {{- include "amibus.componentSelectorLabels" (dict "root" $root "component" .component) | nindent 8 }}
 {{- end }}
+{{- end }}
+
+{{/*
+What the pods of a program that reloads its node list (ingest, actor, state) must
+restart for, as a checksum: its configuration without the node list, and
+the Secret's NATS credentials. A change to the nodes (and their AMI
+secrets) only is applied by a live reload (--watch-config) and leaves the
+pod template as it is. Called with (dict "root" . "component" "ingest").
+*/}}
+{{- define "amibus.restartChecksum" -}}
+{{- $root := .root }}
+{{- $port := (index $root.Values .component).port }}
+{{- $cfg := include "amibus.config" (dict "root" $root "component" .component "port" $port "withoutNodes" true) }}
+{{- $sec := dict "existingSecret" $root.Values.secrets.existingSecret "nats" $root.Values.secrets.nats "auth" $root.Values.nats.auth }}
+{{- printf "%s\n%s" $cfg (toYaml $sec) | sha256sum }}
 {{- end }}
