@@ -214,17 +214,22 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		}
 	} else {
+		// A shutdown during start-up is no failure, whichever call it
+		// interrupts (nats.go does not always wrap ctx's error).
 		start, positions, err := s.load(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		opts := []eventlog.Option{eventlog.Stream(s.cfg.Stream), eventlog.Prefix(s.cfg.Prefix), eventlog.Buffer(readBuffer)}
 		opts = append(opts, positions...)
 		r, err = s.open(ctx, opts, start)
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
 		if err != nil {
+			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 	}
