@@ -215,7 +215,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	} else {
 		// A shutdown during start-up is no failure, whichever call it
-		// interrupts (nats.go does not always wrap ctx's error).
+		// interrupts.
 		start, positions, err := s.load(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -227,7 +227,7 @@ func (s *Service) Run(ctx context.Context) error {
 		opts = append(opts, positions...)
 		r, err = s.open(ctx, opts, start)
 		if err != nil {
-			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil
 			}
 			return err
