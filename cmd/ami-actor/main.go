@@ -18,33 +18,19 @@ import (
 func main() { os.Exit(daemon.Main("ami-actor", os.Args[1:], os.Stderr, nil, serve)) }
 
 // serve runs until ctx ends, then shuts down in order: the actor answers
-// everything in flight and closes its AMI sessions (Service.Run), then the
-// NATS connection closes (the replies of the drain are flushed by then),
-// then HTTP stops, so that /metrics is served through the drain.
+// everything in flight and closes its AMI sessions (Service.Run), HTTP
+// stops (/metrics is served through the drain), then the NATS connection
+// closes, flushing the replies of the drain.
 func serve(ctx context.Context, env *daemon.Env) error {
-	cfg, log := env.Config, env.Log
+	cfg := env.Config
 	nc, err := env.ConnectNATS(env.NATSURL(), "")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	svc, err := actor.New(cfg, nc, env.Metrics, log)
+	svc, err := actor.New(cfg, nc, env.Metrics, env.Log)
 	if err != nil {
 		return err
 	}
-	http, err := env.StartHTTP(config.DefaultActorHTTPListen, svc.Ready)
-	if err != nil {
-		return err
-	}
-	defer http.Stop()
-	stopReload, err := env.StartReloader(daemon.ReloadNodes(svc))
-	if err != nil {
-		return err
-	}
-	defer stopReload()
-	log.Info("ami-actor started", zap.Int("nodes", len(cfg.Nodes)), zap.String("http", http.Addr().String()))
-	runErr := svc.Run(ctx)
-	nc.Close()
-	log.Info("ami-actor stopped")
-	return runErr
+	return env.Serve(ctx, svc, config.DefaultActorHTTPListen, daemon.ReloadNodes(svc), zap.Int("nodes", len(cfg.Nodes)))
 }

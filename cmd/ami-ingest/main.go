@@ -30,7 +30,7 @@ func main() {
 // NATS connections close, and the embedded server stops last so that the
 // buffers can be stored.
 func serve(ctx context.Context, env *daemon.Env, dataDir string) error {
-	cfg, log := env.Config, env.Log
+	cfg := env.Config
 	url := cfg.NATS.URL
 	if url == "" {
 		emb, err := env.StartEmbeddedNATS(dataDir)
@@ -57,23 +57,10 @@ func serve(ctx context.Context, env *daemon.Env, dataDir string) error {
 		defer lc.Close()
 		opts = append(opts, ingest.WithLeaseConn(lc))
 	}
-	svc, err := ingest.New(cfg, nc, env.Metrics, log, opts...)
+	svc, err := ingest.New(cfg, nc, env.Metrics, env.Log, opts...)
 	if err != nil {
 		return err
 	}
-	http, err := env.StartHTTP(config.DefaultIngestHTTPListen, svc.Ready)
-	if err != nil {
-		return err
-	}
-	stopReload, err := env.StartReloader(daemon.ReloadNodes(svc))
-	if err != nil {
-		return err
-	}
-	defer stopReload()
-	log.Info("ami-ingest started", zap.Int("nodes", len(cfg.Nodes)), zap.String("instance", svc.Instance()),
-		zap.String("http", http.Addr().String()), zap.Bool("ha", cfg.Ingest.HA.Enabled))
-	runErr := svc.Run(ctx)
-	http.Stop()
-	log.Info("ami-ingest stopped")
-	return runErr
+	return env.Serve(ctx, svc, config.DefaultIngestHTTPListen, daemon.ReloadNodes(svc),
+		zap.Int("nodes", len(cfg.Nodes)), zap.String("instance", svc.Instance()), zap.Bool("ha", cfg.Ingest.HA.Enabled))
 }

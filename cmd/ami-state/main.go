@@ -19,9 +19,10 @@ import (
 func main() { os.Exit(daemon.Main("ami-state", os.Args[1:], os.Stderr, nil, serve)) }
 
 // serve runs until ctx ends: the service stops reading, flushes once more
-// and stops answering (Service.Run), then NATS closes, reloads stop, HTTP stops.
+// and stops answering (Service.Run), then reloads and HTTP stop, then NATS
+// closes.
 func serve(ctx context.Context, env *daemon.Env) error {
-	cfg, log := env.Config, env.Log
+	cfg := env.Config
 	nc, err := env.ConnectNATS(env.NATSURL(), "")
 	if err != nil {
 		return err
@@ -55,25 +56,12 @@ func serve(ctx context.Context, env *daemon.Env) error {
 		Stream: cfg.Stream.Name, Prefix: cfg.NATS.SubjectPrefix,
 		Bucket: cfg.State.Bucket, Replicas: cfg.State.Replicas, Storage: storage, History: cfg.State.History,
 		FlushInterval: cfg.State.FlushInterval, MaxRequestBytes: cfg.State.MaxRequestBytes,
-		MaxReplayEvents: cfg.State.MaxReplayEvents, Logger: log, Metrics: state.NewMetrics(env.Metrics.Registry),
+		MaxReplayEvents: cfg.State.MaxReplayEvents, Logger: env.Log, Metrics: state.NewMetrics(env.Metrics.Registry),
 		HA: ha,
 	})
 	if err != nil {
 		return err
 	}
-	http, err := env.StartHTTP(config.DefaultStateHTTPListen, svc.Ready)
-	if err != nil {
-		return err
-	}
-	defer http.Stop()
-	stopReload, err := env.StartReloader(daemon.ReloadNodeList(cfg, config.BinaryState, svc))
-	if err != nil {
-		return err
-	}
-	defer stopReload()
-	log.Info("ami-state started", zap.String("bucket", cfg.State.Bucket), zap.String("http", http.Addr().String()))
-	runErr := svc.Run(ctx)
-	nc.Close()
-	log.Info("ami-state stopped")
-	return runErr
+	return env.Serve(ctx, svc, config.DefaultStateHTTPListen, daemon.ReloadNodeList(cfg, config.BinaryState, svc),
+		zap.String("bucket", cfg.State.Bucket))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/amibus/amibus/internal/lifecycle"
 	"github.com/amibus/amibus/pkg/session"
 )
 
@@ -391,14 +392,8 @@ func (n *nodeSessions) Close() {
 	if n.started.Load() {
 		<-n.done
 	}
-	var wg sync.WaitGroup
-	for _, sl := range slots {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sl.sess.Close()
-			sl.resolve()
-		}()
-	}
-	wg.Wait()
+	lifecycle.CloseAll(slots, func(sl *slot) {
+		sl.sess.Close()
+		sl.resolve()
+	})
 }

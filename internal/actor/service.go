@@ -278,15 +278,7 @@ func (s *Service) closeSessions() {
 	s.stopping = true
 	nodes := s.nodes
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.Close()
-		}()
-	}
-	wg.Wait()
+	lifecycle.CloseAll(nodes, (*nodeSessions).Close)
 }
 
 // onUp runs after every AMI login (session.WithOnUp); it only wakes

@@ -178,7 +178,7 @@ func New(node string, opts ...Option) (*Queue, error) {
 	c := config{maxEvents: DefaultMaxEvents, logInterval: DefaultLogInterval, gapDelay: DefaultGapDelay, log: zap.NewNop()}
 	for _, o := range opts {
 		if err := o(&c); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	if c.budget == nil {

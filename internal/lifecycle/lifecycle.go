@@ -12,6 +12,7 @@ package lifecycle
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 )
 
@@ -34,3 +35,15 @@ func (o *Once) Start(component string) error {
 
 // Started reports whether Start was called.
 func (o *Once) Started() bool { return o.started.Load() }
+
+// CloseAll calls close on every item at once and returns when all calls
+// have returned: closing AMI sessions waits for each Logoff's answer, so
+// one after another would cost the sum of those waits, all at once costs
+// the slowest.
+func CloseAll[T any](items []T, close func(T)) {
+	var wg sync.WaitGroup
+	for _, it := range items {
+		wg.Go(func() { close(it) })
+	}
+	wg.Wait()
+}

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/amibus/amibus/internal/setting"
 )
 
 // ErrBadLevel is wrapped by ParseLevel's error for an unknown level.
@@ -49,7 +51,7 @@ type options struct {
 func WithWriter(w io.Writer) Option {
 	return func(o *options) error {
 		if w == nil {
-			return errors.New("logging: nil writer")
+			return errors.New("nil writer")
 		}
 		o.w = w
 		return nil
@@ -59,32 +61,26 @@ func WithWriter(w io.Writer) Option {
 // WithDropCounter counts lost log lines in c as well (the binaries pass
 // metrics.LogLinesDropped, ami_log_lines_dropped_total).
 func WithDropCounter(c prometheus.Counter) Option {
-	return func(o *options) error {
-		o.drops = c
-		return nil
-	}
+	return func(o *options) error { o.drops = c; return nil }
 }
 
 // WithQueueEntries sets the queue's cap in lines (default DefaultQueueEntries).
 func WithQueueEntries(n int) Option {
-	return func(o *options) error {
-		if n <= 0 {
-			return fmt.Errorf("logging: queue entries %d: must be positive", n)
-		}
-		o.queueEntries = n
-		return nil
-	}
+	return func(o *options) error { o.queueEntries = n; return setting.Positive("queue entries", n) }
 }
 
 // WithQueueBytes sets the queue's cap in bytes (default DefaultQueueBytes).
 func WithQueueBytes(n int) Option {
-	return func(o *options) error {
-		if n <= 0 {
-			return fmt.Errorf("logging: queue bytes %d: must be positive", n)
-		}
-		o.queueBytes = n
-		return nil
+	return func(o *options) error { o.queueBytes = n; return setting.Positive("queue bytes", n) }
+}
+
+// OrNop returns l, or a logger that discards everything for nil: the
+// components whose logger is optional take nil for none.
+func OrNop(l *zap.Logger) *zap.Logger {
+	if l == nil {
+		return zap.NewNop()
 	}
+	return l
 }
 
 // New builds a JSON logger at level (debug, info, warn or error) writing
@@ -98,7 +94,7 @@ func New(level string, opts ...Option) (*zap.Logger, *Sink, error) {
 	o := options{w: os.Stderr, queueEntries: DefaultQueueEntries, queueBytes: DefaultQueueBytes}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("logging: %w", err)
 		}
 	}
 	sink := newSink(o)

@@ -65,7 +65,10 @@ func New(js jetstream.JetStream, instance string, nodes []string, opts ...Option
 			continue
 		}
 		if err := o(&cfg); err != nil {
-			return nil, err
+			if errors.Is(err, ErrInvalidName) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	if err := cfg.finish(); err != nil {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/amibus/amibus/internal/setting"
 )
 
 // Defaults for the options.
@@ -52,19 +54,14 @@ func defaults() config {
 }
 
 // Option configures a Manager. New applies the options in order and then
-// checks them together.
+// checks them together; it reports a refused value wrapped in
+// ErrInvalidOption (a bad name in ErrInvalidName).
 type Option func(*config) error
 
 // WithBucket sets the key-value bucket holding the liveness keys and the
 // node entries.
 func WithBucket(name string) Option {
-	return func(c *config) error {
-		if err := checkName("bucket", name); err != nil {
-			return err
-		}
-		c.bucket = name
-		return nil
-	}
+	return func(c *config) error { c.bucket = name; return checkName("bucket", name) }
 }
 
 // WithTTL sets the liveness TTL (at least MinTTL). It is also the bucket's
@@ -73,7 +70,7 @@ func WithBucket(name string) Option {
 func WithTTL(d time.Duration) Option {
 	return func(c *config) error {
 		if d < MinTTL {
-			return fmt.Errorf("%w: ttl %v is below the minimum %v", ErrInvalidOption, d, MinTTL)
+			return fmt.Errorf("ttl %v is below the minimum %v", d, MinTTL)
 		}
 		c.ttl = d
 		return nil
@@ -84,13 +81,7 @@ func WithTTL(d time.Duration) Option {
 // TTL/3). It must be shorter than TTL minus the safety margin, so that the
 // liveness gets at least one renewal attempt before the nodes are given up.
 func WithRenewInterval(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: renew interval %v is not positive", ErrInvalidOption, d)
-		}
-		c.renew = d
-		return nil
-	}
+	return func(c *config) error { c.renew = d; return setting.Positive("renew interval", d) }
 }
 
 // WithSafetyMargin sets how long before the liveness key's earliest expiry
@@ -98,79 +89,43 @@ func WithRenewInterval(d time.Duration) Option {
 // TTL/2). The margin covers the caller's Release and clock differences
 // between this process and the NATS servers.
 func WithSafetyMargin(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: safety margin %v is not positive", ErrInvalidOption, d)
-		}
-		c.margin = d
-		return nil
-	}
+	return func(c *config) error { c.margin = d; return setting.Positive("safety margin", d) }
 }
 
 // WithStep sets the most nodes given up for rebalancing per renew round,
 // which is also the most rebalancing hand-overs in flight (default 2).
 func WithStep(n int) Option {
-	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("%w: step %d is below 1", ErrInvalidOption, n)
-		}
-		c.step = n
-		return nil
-	}
+	return func(c *config) error { c.step = n; return setting.AtLeast("step", n, 1) }
 }
 
 // WithReplicas sets the number of replicas of the bucket when the Manager
 // creates it (1 to 5; 3 in a NATS cluster).
 func WithReplicas(n int) Option {
-	return func(c *config) error {
-		if n < 1 || n > 5 {
-			return fmt.Errorf("%w: bucket replicas %d not in 1..5", ErrInvalidOption, n)
-		}
-		c.replicas = n
-		return nil
-	}
+	return func(c *config) error { c.replicas = n; return setting.Between("bucket replicas", n, 1, 5) }
 }
 
 // WithDrainTimeout sets how long a graceful Release (rebalance, shutdown)
 // may take before its context is cancelled (default 10s).
 func WithDrainTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: drain timeout %v is not positive", ErrInvalidOption, d)
-		}
-		c.drainTimeout = d
-		return nil
-	}
+	return func(c *config) error { c.drainTimeout = d; return setting.Positive("drain timeout", d) }
 }
 
 // WithLogger sets the logger (default: none).
 func WithLogger(l *zap.Logger) Option {
-	return func(c *config) error {
-		if l == nil {
-			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
-		}
-		c.log = l
-		return nil
-	}
+	return func(c *config) error { c.log = l; return setting.NotNil("logger", l) }
 }
 
 // WithRegisterer registers the Manager's metrics (ami_ownership_*) on r.
 // Without it the metrics are kept but not exported.
 func WithRegisterer(r prometheus.Registerer) Option {
-	return func(c *config) error {
-		c.reg = r
-		return nil
-	}
+	return func(c *config) error { c.reg = r; return nil }
 }
 
 // WithAcquire sets the function called, on the Manager's goroutine, right
 // after a node's entry was written: the caller starts the node's AMI
 // session. It must not block. Required.
 func WithAcquire(f func(node string)) Option {
-	return func(c *config) error {
-		c.acquire = f
-		return nil
-	}
+	return func(c *config) error { c.acquire = f; return nil }
 }
 
 // WithRelease sets the function called when the Manager gives a node up:
@@ -187,10 +142,7 @@ func WithAcquire(f func(node string)) Option {
 // for a node at risk, ctx's deadline is the time after which another
 // replica may own the node, less half the safety margin.
 func WithRelease(f func(ctx context.Context, node string)) Option {
-	return func(c *config) error {
-		c.release = f
-		return nil
-	}
+	return func(c *config) error { c.release = f; return nil }
 }
 
 // finish fills the derived defaults and checks the options together.

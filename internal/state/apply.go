@@ -44,8 +44,7 @@ func (n *Node) applyEvent(m *Message) {
 	switch m.Event {
 	case "Newchannel":
 		uid := get(f, "Uniqueid")
-		if uid == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(uid) {
 			return
 		}
 		if c, ok := n.channels[uid]; ok && (m.StreamSeq == 0 || c.Seq < m.StreamSeq) {
@@ -71,8 +70,7 @@ func (n *Node) applyEvent(m *Message) {
 		}
 	case "Rename":
 		uid, name := get(f, "Uniqueid"), get(f, "Newname")
-		if uid == "" || name == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(uid, name) {
 			return
 		}
 		if c := n.touchOrCreate(m, uid); c != nil {
@@ -91,8 +89,7 @@ func (n *Node) applyEvent(m *Message) {
 	case "BridgeLeave":
 		uid := get(f, "Uniqueid")
 		id := get(f, "BridgeUniqueid")
-		if uid == "" || id == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(uid, id) {
 			return
 		}
 		if _, ok := n.bridges[id]; !ok {
@@ -107,8 +104,7 @@ func (n *Node) applyEvent(m *Message) {
 		}
 	case "BridgeDestroy":
 		id := get(f, "BridgeUniqueid")
-		if id == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(id) {
 			return
 		}
 		if _, ok := n.bridges[id]; !ok {
@@ -119,8 +115,7 @@ func (n *Node) applyEvent(m *Message) {
 	case "BridgeMerge":
 		to := get(f, "ToBridgeUniqueid")
 		from := get(f, "FromBridgeUniqueid")
-		if to == "" || from == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(to, from) {
 			return
 		}
 		fb, ok := n.bridges[from]
@@ -139,8 +134,7 @@ func (n *Node) applyEvent(m *Message) {
 		}
 	case "QueueMemberAdded", "QueueMemberStatus", "QueueMemberPause", "QueueMemberPaused", "QueueMemberPenalty", "QueueMemberRinginuse":
 		iface := memberIface(f)
-		if iface == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(iface) {
 			return
 		}
 		if q := n.queueFor(m, true); q != nil {
@@ -148,8 +142,7 @@ func (n *Node) applyEvent(m *Message) {
 		}
 	case "QueueMemberRemoved":
 		iface := memberIface(f)
-		if iface == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(iface) {
 			return
 		}
 		if q := n.queueFor(m, false); q != nil {
@@ -159,8 +152,7 @@ func (n *Node) applyEvent(m *Message) {
 		}
 	case "AgentConnect", "AgentComplete":
 		iface := memberIface(f)
-		if iface == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(iface) {
 			return
 		}
 		q, ok := n.queues[get(f, "Queue")]
@@ -236,8 +228,7 @@ func (n *Node) applyChannelEvent(m *Message) {
 		}
 		return
 	}
-	if get(f, "Uniqueid") == "" {
-		n.badInput(ReasonMissingField)
+	if !n.present(get(f, "Uniqueid")) {
 		return
 	}
 	c := n.upsert(m, namesPlain, true)
@@ -309,8 +300,7 @@ func (n *Node) insertCaller(q *Queue, qc QueueCaller) {
 func (n *Node) applyBridgeEnter(m *Message) {
 	f := m.Fields
 	uid := get(f, "Uniqueid")
-	if uid == "" || get(f, "BridgeUniqueid") == "" {
-		n.badInput(ReasonMissingField)
+	if !n.present(uid, get(f, "BridgeUniqueid")) {
 		return
 	}
 	b, existed := n.bridgeFrom(m, bridgePlain, true)
@@ -366,8 +356,7 @@ func (n *Node) snapChannels(m *Message) {
 			continue
 		}
 		uid := get(it, "Uniqueid")
-		if uid == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(uid) {
 			continue
 		}
 		seen[uid] = struct{}{}
@@ -447,8 +436,7 @@ func (n *Node) snapBridges(m *Message) {
 	for i := 0; m.Items != nil && i < m.Items.Len(); i++ {
 		it := m.Items.Item(i)
 		id := get(it, "BridgeUniqueid")
-		if id == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(id) {
 			continue
 		}
 		seen[id] = struct{}{}
@@ -493,8 +481,7 @@ func (n *Node) snapQueues(m *Message) {
 	for i := 0; m.Items != nil && i < m.Items.Len(); i++ {
 		it := m.Items.Item(i)
 		name := get(it, "Queue")
-		if name == "" {
-			n.badInput(ReasonMissingField)
+		if !n.present(name) {
 			continue
 		}
 		switch get(it, "Event") {

@@ -143,6 +143,18 @@ func (n *Node) badInput(r Reason) {
 	}
 }
 
+// present reports whether every value is set; a missing one counts as a
+// missing_field bad input.
+func (n *Node) present(values ...string) bool {
+	for _, v := range values {
+		if v == "" {
+			n.badInput(ReasonMissingField)
+			return false
+		}
+	}
+	return true
+}
+
 func (n *Node) markDirty(k EntityKind, id string) {
 	if _, ok := n.dirty[dkey{k, id}]; !ok {
 		n.dirty[dkey{k, id}] = false

@@ -532,17 +532,22 @@ func (s *Service) flushNodes(ctx context.Context, only map[string]bool, budget i
 	}
 	failed := map[string]bool{}
 	var firstErr error
-	if err := s.write(ctx, writes, func(w kvWrite, err error) {
-		failed[w.node] = true
-		if firstErr == nil {
-			firstErr = err
+	// onFail records a key write that failed and marks it, through undo, to
+	// be written again at the next flush.
+	onFail := func(undo func(*Node, kvWrite)) func(kvWrite, error) {
+		return func(w kvWrite, err error) {
+			failed[w.node] = true
+			if firstErr == nil {
+				firstErr = err
+			}
+			s.mu.Lock()
+			if n, ok := s.proj.Lookup(w.node); ok {
+				undo(n, w)
+			}
+			s.mu.Unlock()
 		}
-		s.mu.Lock()
-		if n, ok := s.proj.Lookup(w.node); ok {
-			n.Undrain(w.kind, w.id)
-		}
-		s.mu.Unlock()
-	}); err != nil {
+	}
+	if err := s.write(ctx, writes, onFail(func(n *Node, w kvWrite) { n.Undrain(w.kind, w.id) })); err != nil {
 		return err
 	}
 	var sw []kvWrite
@@ -551,17 +556,7 @@ func (s *Service) flushNodes(ctx context.Context, only map[string]bool, budget i
 			sw = append(sw, kvWrite{node: node, key: StatusKey(node), val: st.val})
 		}
 	}
-	if err := s.write(ctx, sw, func(w kvWrite, err error) {
-		failed[w.node] = true
-		if firstErr == nil {
-			firstErr = err
-		}
-		s.mu.Lock()
-		if n, ok := s.proj.Lookup(w.node); ok {
-			n.statusDirty = true
-		}
-		s.mu.Unlock()
-	}); err != nil {
+	if err := s.write(ctx, sw, onFail(func(n *Node, _ kvWrite) { n.statusDirty = true })); err != nil {
 		return err
 	}
 	now := time.Now()

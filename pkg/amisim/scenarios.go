@@ -255,6 +255,18 @@ func (b *scriptBuilder) phone(not ...string) string {
 	}
 }
 
+// phones2 and phones3 pick two and three distinct extensions, in the
+// order (and with the random draws) of calling phone for each in turn.
+func (b *scriptBuilder) phones2() (string, string) {
+	a := b.phone()
+	return a, b.phone(a)
+}
+
+func (b *scriptBuilder) phones3() (string, string, string) {
+	a, c := b.phones2()
+	return a, c, b.phone(a, c)
+}
+
 const phoneContext = "from-internal"
 
 // dial starts a's Dial to phone bNum: B's channel appears with a as its
@@ -312,8 +324,7 @@ func (b *scriptBuilder) basic() {
 
 func (b *scriptBuilder) failed() {
 	var A, B *channel
-	aNum := b.phone()
-	bNum := b.phone(aNum)
+	aNum, bNum := b.phones2()
 	outcomes := []struct {
 		status string
 		cause  int
@@ -343,9 +354,7 @@ func (b *scriptBuilder) hold() {
 func (b *scriptBuilder) blind() {
 	var A, B, C *channel
 	var br *bridge
-	aNum := b.phone()
-	bNum := b.phone(aNum)
-	cNum := b.phone(aNum, bNum)
+	aNum, bNum, cNum := b.phones3()
 	b.twoParty(aNum, bNum, &A, &B, &br)
 	b.at(0.4, func(e *emitter) {
 		// The transferee leaves for the dialplan, then the transfer is
@@ -370,9 +379,7 @@ func (b *scriptBuilder) blind() {
 func (b *scriptBuilder) attended() {
 	var A, B, A2, C *channel
 	var br1, br2 *bridge
-	aNum := b.phone()
-	bNum := b.phone(aNum)
-	cNum := b.phone(aNum, bNum)
+	aNum, bNum, cNum := b.phones3()
 	b.twoParty(aNum, bNum, &A, &B, &br1)
 	b.at(0.35, func(e *emitter) {
 		e.hold(A)
@@ -410,8 +417,7 @@ func (b *scriptBuilder) attended() {
 func (b *scriptBuilder) local() {
 	var A, L1, L2, B *channel
 	var br1, br2 *bridge
-	aNum := b.phone()
-	bNum := b.phone(aNum)
+	aNum, bNum := b.phones2()
 	b.at(0, func(e *emitter) {
 		A = e.caller(aNum, "6"+bNum[1:], "Dial", "Local/"+bNum+"@"+phoneContext+",30")
 		L1, L2 = e.localPair(A, bNum, phoneContext)
@@ -452,9 +458,7 @@ func (b *scriptBuilder) local() {
 
 func (b *scriptBuilder) masquerade() {
 	var A, B, C *channel
-	aNum := b.phone()
-	bNum := b.phone(aNum)
-	cNum := b.phone(aNum, bNum)
+	aNum, bNum, cNum := b.phones3()
 	b.at(0, func(e *emitter) {
 		A = e.caller(aNum, bNum, "Dial", "PJSIP/"+bNum+",30")
 		B = e.dial(A, bNum)

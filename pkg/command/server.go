@@ -14,6 +14,7 @@ import (
 
 	"github.com/amibus/amibus/internal/lifecycle"
 	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/setting"
 	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/session"
 )
@@ -104,60 +105,30 @@ func WithTimeouts(def, max time.Duration) Option {
 // WithPolicy sets the allow/deny policy (default: everything but
 // DefaultDeny).
 func WithPolicy(p *Policy) Option {
-	return func(o *options) error {
-		if p == nil {
-			return errors.New("policy: nil")
-		}
-		o.policy = p
-		return nil
-	}
+	return func(o *options) error { o.policy = p; return setting.NotNil("policy", p) }
 }
 
 // WithMetrics sets where the Server counts (default: a private registry).
 func WithMetrics(m *metrics.Metrics) Option {
-	return func(o *options) error {
-		if m == nil {
-			return errors.New("metrics: nil")
-		}
-		o.metrics = m
-		return nil
-	}
+	return func(o *options) error { o.metrics = m; return setting.NotNil("metrics", m) }
 }
 
 // WithLogger sets the logger (default: none). The Server never logs per
 // request.
 func WithLogger(l *zap.Logger) Option {
-	return func(o *options) error {
-		if l == nil {
-			return errors.New("logger: nil")
-		}
-		o.logger = l
-		return nil
-	}
+	return func(o *options) error { o.logger = l; return setting.NotNil("logger", l) }
 }
 
 // WithMaxInflight caps the requests this process works on at once
 // (default 4096). A request over the cap is answered overloaded at once.
 func WithMaxInflight(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("max in-flight %d: must be at least 1", n)
-		}
-		o.maxInflight = n
-		return nil
-	}
+	return func(o *options) error { o.maxInflight = n; return setting.AtLeast("max in-flight", n, 1) }
 }
 
 // WithMaxRequestBytes caps a request body (actor.max_request_bytes,
 // default 1 MiB); a bigger body is a bad_request, refused before parsing.
 func WithMaxRequestBytes(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("max request bytes %d: must be at least 1", n)
-		}
-		o.maxRequestBytes = n
-		return nil
-	}
+	return func(o *options) error { o.maxRequestBytes = n; return setting.AtLeast("max request bytes", n, 1) }
 }
 
 // WithBodyForm turns the body form <prefix>.action.<node> on (the default)
@@ -165,23 +136,14 @@ func WithMaxRequestBytes(n int) Option {
 // only <prefix>.action.<node>.<Action> runs actions, so that NATS subject
 // permissions govern which actions a user may run.
 func WithBodyForm(on bool) Option {
-	return func(o *options) error {
-		o.bodyForm = on
-		return nil
-	}
+	return func(o *options) error { o.bodyForm = on; return nil }
 }
 
 // WithShutdownTimeout bounds the graceful shutdown Run does when its
 // context ends (default: the max timeout plus 5 s, time enough for every
 // request in flight to reach its own deadline).
 func WithShutdownTimeout(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("shutdown timeout %v: must be positive", d)
-		}
-		o.shutdownTimeout = d
-		return nil
-	}
+	return func(o *options) error { o.shutdownTimeout = d; return setting.Positive("shutdown timeout", d) }
 }
 
 // Server answers action requests from NATS. It has one owner, who calls

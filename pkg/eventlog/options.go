@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amibus/amibus/internal/setting"
 	"github.com/amibus/amibus/pkg/amiwire"
 )
 
@@ -58,7 +59,8 @@ var (
 	ErrDurableMismatch = errors.New("eventlog: durable consumer exists with another configuration")
 )
 
-// Option configures a Reader.
+// Option configures a Reader. Open reports a refused one wrapped in
+// ErrInvalidOption.
 type Option func(*options) error
 
 type startKind uint8
@@ -102,7 +104,7 @@ func defaultOptions() options {
 
 func (o *options) setStart(k startKind) error {
 	if o.startSet {
-		return fmt.Errorf("%w: only one of FromStart, FromStreamSeq, After, FromTime and OnlyNew", ErrInvalidOption)
+		return errors.New("only one of FromStart, FromStreamSeq, After, FromTime and OnlyNew")
 	}
 	o.startSet, o.start = true, k
 	return nil
@@ -110,13 +112,7 @@ func (o *options) setStart(k startKind) error {
 
 // Stream names the stream to read; default DefaultStream.
 func Stream(name string) Option {
-	return func(o *options) error {
-		if !validToken(name) {
-			return fmt.Errorf("%w: stream %q: must be [A-Za-z0-9_-]+", ErrInvalidOption, name)
-		}
-		o.stream = name
-		return nil
-	}
+	return func(o *options) error { o.stream = name; return setting.Token("stream", name) }
 }
 
 // Prefix sets the subject prefix of the stream's subjects
@@ -124,11 +120,11 @@ func Stream(name string) Option {
 func Prefix(p string) Option {
 	return func(o *options) error {
 		if p == "" {
-			return fmt.Errorf("%w: prefix: empty", ErrInvalidOption)
+			return errors.New("prefix: empty")
 		}
 		for _, tok := range strings.Split(p, ".") {
 			if !validToken(tok) {
-				return fmt.Errorf("%w: prefix %q: token %q must be [A-Za-z0-9_-]+", ErrInvalidOption, p, tok)
+				return fmt.Errorf("prefix %q: token %q must be [A-Za-z0-9_-]+", p, tok)
 			}
 		}
 		o.prefix = p
@@ -141,11 +137,11 @@ func Prefix(p string) Option {
 func Nodes(names ...string) Option {
 	return func(o *options) error {
 		if len(names) == 0 {
-			return fmt.Errorf("%w: nodes: none given", ErrInvalidOption)
+			return errors.New("nodes: none given")
 		}
 		for _, n := range names {
-			if !validToken(n) {
-				return fmt.Errorf("%w: node %q: must be [A-Za-z0-9_-]+", ErrInvalidOption, n)
+			if err := setting.Token("node", n); err != nil {
+				return err
 			}
 		}
 		o.nodes = append(o.nodes, names...)
@@ -163,7 +159,7 @@ func FromStart() Option {
 func FromStreamSeq(seq uint64) Option {
 	return func(o *options) error {
 		if seq == 0 {
-			return fmt.Errorf("%w: from stream seq: must be at least 1", ErrInvalidOption)
+			return errors.New("from stream seq: must be at least 1")
 		}
 		if err := o.setStart(startSeq); err != nil {
 			return err
@@ -189,7 +185,7 @@ func After(pos uint64) Option {
 func FromTime(t time.Time) Option {
 	return func(o *options) error {
 		if t.IsZero() {
-			return fmt.Errorf("%w: from time: zero time", ErrInvalidOption)
+			return errors.New("from time: zero time")
 		}
 		if err := o.setStart(startTime); err != nil {
 			return err
@@ -212,51 +208,27 @@ func OnlyNew() Option {
 // what was handled but not yet acknowledged (at most Buffer/2 messages) is
 // delivered again; after Close nothing is.
 func Durable(name string) Option {
-	return func(o *options) error {
-		if !validToken(name) {
-			return fmt.Errorf("%w: durable %q: must be [A-Za-z0-9_-]+", ErrInvalidOption, name)
-		}
-		o.durable = name
-		return nil
-	}
+	return func(o *options) error { o.durable = name; return setting.Token("durable", name) }
 }
 
 // Buffer caps the stored messages held ahead of the caller: pulled by
 // nats.go (PullMaxMessages, three quarters of it) and handed over to Next
 // (the rest); MinBuffer to MaxBuffer, default DefaultBuffer.
 func Buffer(n int) Option {
-	return func(o *options) error {
-		if n < MinBuffer || n > MaxBuffer {
-			return fmt.Errorf("%w: buffer %d: must be %d to %d", ErrInvalidOption, n, MinBuffer, MaxBuffer)
-		}
-		o.buffer = n
-		return nil
-	}
+	return func(o *options) error { o.buffer = n; return setting.Between("buffer", n, MinBuffer, MaxBuffer) }
 }
 
 // MaxNodes caps the nodes the reader tracks (their last session and seq);
 // default DefaultMaxNodes. At the cap, a message of a further node fails
 // Next with ErrTooManyNodes.
 func MaxNodes(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("%w: max nodes %d: must be at least 1", ErrInvalidOption, n)
-		}
-		o.maxNodes = n
-		return nil
-	}
+	return func(o *options) error { o.maxNodes = n; return setting.AtLeast("max nodes", n, 1) }
 }
 
 // AckWait sets the durable consumer's ack wait (only with Durable, at
 // creation); default DefaultAckWait, at least one second.
 func AckWait(d time.Duration) Option {
-	return func(o *options) error {
-		if d < time.Second {
-			return fmt.Errorf("%w: ack wait %v: must be at least 1s", ErrInvalidOption, d)
-		}
-		o.ackWait = d
-		return nil
-	}
+	return func(o *options) error { o.ackWait = d; return setting.AtLeast("ack wait", d, time.Second) }
 }
 
 // NodePosition tells the reader where a node stood before its start
@@ -265,11 +237,11 @@ func AckWait(d time.Duration) Option {
 // reported like one within the read.
 func NodePosition(node, session string, seq uint64) Option {
 	return func(o *options) error {
-		if !validToken(node) {
-			return fmt.Errorf("%w: node position: node %q: must be [A-Za-z0-9_-]+", ErrInvalidOption, node)
+		if err := setting.Token("node position: node", node); err != nil {
+			return err
 		}
 		if session == "" {
-			return fmt.Errorf("%w: node position %s: empty session", ErrInvalidOption, node)
+			return fmt.Errorf("node position %s: empty session", node)
 		}
 		o.known = append(o.known, nodePos{node: node, session: session, seq: seq})
 		return nil

@@ -108,7 +108,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Reader,
 			return nil, fmt.Errorf("%w: nil option", ErrInvalidOption)
 		}
 		if err := opt(&o); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	if js == nil {

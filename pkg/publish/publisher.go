@@ -13,7 +13,9 @@ import (
 
 	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/internal/lifecycle"
+	"github.com/amibus/amibus/internal/logging"
 	"github.com/amibus/amibus/internal/metrics"
+	"github.com/amibus/amibus/internal/setting"
 )
 
 // Publisher defaults.
@@ -75,95 +77,60 @@ type options struct {
 	stream      *StreamConfig
 }
 
-// Option configures a Publisher.
+// Option configures a Publisher. New reports a refused one wrapped in
+// ErrInvalidOption.
 type Option func(*options) error
 
 // WithPrefix sets the subject prefix (default "ami").
 func WithPrefix(p string) Option {
-	return func(o *options) error {
-		if err := validPrefix(p); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
-		}
-		o.prefix = p
-		return nil
-	}
+	return func(o *options) error { o.prefix = p; return validPrefix(p) }
 }
 
 // WithMaxInflight caps the unacknowledged publishes of the process; a node
 // waits for a free slot (back-pressure), it never fails for lack of one.
 func WithMaxInflight(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("%w: max inflight %d: must be at least 1", ErrInvalidOption, n)
-		}
-		o.maxInflight = n
-		return nil
-	}
+	return func(o *options) error { o.maxInflight = n; return setting.AtLeast("max inflight", n, 1) }
 }
 
 // WithAckTimeout sets how long a publish waits for its ack before it is
 // sent again with the same Nats-Msg-Id.
 func WithAckTimeout(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: ack timeout %v: must be positive", ErrInvalidOption, d)
-		}
-		o.ackTimeout = d
-		return nil
-	}
+	return func(o *options) error { o.ackTimeout = d; return setting.Positive("ack timeout", d) }
 }
 
 // WithRedactFields sets the field names whose values are replaced by
 // RedactedValue (ASCII case ignored); default DefaultRedactFields. No names:
 // nothing is redacted.
 func WithRedactFields(names ...string) Option {
-	return func(o *options) error {
-		o.redact = append([]string{}, names...)
-		return nil
-	}
+	return func(o *options) error { o.redact = append([]string{}, names...); return nil }
 }
 
 // WithSnapshotMaxItems caps the list events of one snapshot message.
 func WithSnapshotMaxItems(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("%w: snapshot max items %d: must be at least 1", ErrInvalidOption, n)
-		}
-		o.snapMax = n
-		return nil
-	}
+	return func(o *options) error { o.snapMax = n; return setting.AtLeast("snapshot max items", n, 1) }
 }
 
 // WithRetryBackoff bounds the wait before failed publishes are sent again.
 func WithRetryBackoff(minWait, maxWait time.Duration) Option {
 	return func(o *options) error {
-		if minWait <= 0 || maxWait < minWait {
-			return fmt.Errorf("%w: retry backoff %v..%v", ErrInvalidOption, minWait, maxWait)
-		}
 		o.retryMin, o.retryMax = minWait, maxWait
-		return nil
+		if err := setting.Positive("retry backoff min", minWait); err != nil {
+			return err
+		}
+		return setting.AtLeast("retry backoff max", maxWait, minWait)
 	}
 }
 
 // WithLogInterval sets the shortest time between two lines, per node, about
 // messages JetStream refused for good.
 func WithLogInterval(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: log interval %v: must be positive", ErrInvalidOption, d)
-		}
-		o.logInterval = d
-		return nil
-	}
+	return func(o *options) error { o.logInterval = d; return setting.Positive("log interval", d) }
 }
 
 // WithMetrics updates EventsPublished, PublishRetries, MetaPublished and
 // EventsRedacted (the queues count received and dropped events).
 func WithMetrics(m *metrics.Metrics) Option {
-	return func(o *options) error {
-		o.metrics = m
-		return nil
-	}
+	return func(o *options) error { o.metrics = m; return nil }
 }
 
 // WithFence sets the function that makes every publish handed to nats.go
@@ -174,10 +141,7 @@ func WithMetrics(m *metrics.Metrics) Option {
 // to another replica, interleaving two sessions in its history. Without it,
 // the deadline only stops waiting.
 func WithFence(f func()) Option {
-	return func(o *options) error {
-		o.fence = f
-		return nil
-	}
+	return func(o *options) error { o.fence = f; return nil }
 }
 
 // WithStream makes the Publisher recreate the stream with cfg when
@@ -189,24 +153,15 @@ func WithFence(f func()) Option {
 func WithStream(cfg StreamConfig) Option {
 	return func(o *options) error {
 		c, err := cfg.withDefaults()
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
-		}
 		o.stream = &c
-		return nil
+		return err
 	}
 }
 
 // WithLogger sets the logger; it writes a few lines per outage and per node,
 // never one per event.
 func WithLogger(l *zap.Logger) Option {
-	return func(o *options) error {
-		if l == nil {
-			l = zap.NewNop()
-		}
-		o.log = l
-		return nil
-	}
+	return func(o *options) error { o.log = logging.OrNop(l); return nil }
 }
 
 // Publisher publishes the items of node queues to JetStream: one per
@@ -296,7 +251,7 @@ func NewPublisher(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	p := &Publisher{

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/amibus/amibus/internal/lifecycle"
 )
 
 // ErrNodeExists is returned by Pool.Add for a node the pool already runs.
@@ -108,13 +110,5 @@ func (p *Pool) Close() {
 	}
 	clear(p.sessions)
 	p.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, s := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.Close()
-		}()
-	}
-	wg.Wait()
+	lifecycle.CloseAll(all, (*Session).Close)
 }
