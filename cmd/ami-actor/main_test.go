@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,24 +17,9 @@ import (
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
-// binary is the ami-actor built once by TestMain; the tests run it as a
-// process, as an operator or Kubernetes would.
-var binary string
-
-func TestMain(m *testing.M) { testenv.MainWithBinary(m, ".", "ami-actor", &binary) }
-
 // waitLimit bounds waits that should end promptly, generous for a busy
 // machine; reaching it fails the test.
 const waitLimit = 20 * time.Second
-
-func writeConfig(t *testing.T, yaml string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "amibus.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // TestBadConfigExitsFast: a bad configuration ends the process with exit
 // code 2 within a second or so, with a message naming each field at fault,
@@ -48,7 +32,7 @@ func TestBadConfigExitsFast(t *testing.T) {
 		want []string
 	}{
 		{"unknown key, missing field, bad value", func(t *testing.T) []string {
-			return []string{"--config", writeConfig(t, `nats:
+			return []string{"--config", testenv.WriteFile(t, "amibus.yaml", `nats:
   url: nats://127.0.0.1:4222
 nodes:
   - name: pbx1
@@ -61,14 +45,14 @@ actor:
 `)}
 		}, []string{"actor.max_pendng: unknown key", "nodes[0].address: missing", "actor.max_timeout_ms: must be >= actor.default_timeout_ms"}},
 		{"deny list entry", func(t *testing.T) []string {
-			return []string{"--config", writeConfig(t, `nodes:
+			return []string{"--config", testenv.WriteFile(t, "amibus.yaml", `nodes:
   - {name: pbx1, address: "127.0.0.1:5038", username: ami, secret: `+secret+`}
 actor:
   allow: [Ping, Logoff]
 `)}
 		}, []string{`actor.allow[1]: "Logoff" is always denied`}},
 		{"bad log level flag", func(t *testing.T) []string {
-			return []string{"--log-level", "verbose", "--config", writeConfig(t, `nodes:
+			return []string{"--log-level", "verbose", "--config", testenv.WriteFile(t, "amibus.yaml", `nodes:
   - {name: pbx1, address: "127.0.0.1:5038", username: ami, secret: `+secret+`}
 `)}
 		}, []string{"--log-level"}},
@@ -112,7 +96,7 @@ actor:
 func TestSIGTERMGracefulShutdown(t *testing.T) {
 	ns := testenv.StartNATS(t, testenv.NoJetStream())
 	sim := testenv.StartSim(t, amisim.Config{Node: "pbx1"})
-	path := writeConfig(t, fmt.Sprintf(`nats:
+	path := testenv.WriteFile(t, "amibus.yaml", fmt.Sprintf(`nats:
   url: %s
 nodes:
   - name: pbx1
@@ -137,13 +121,8 @@ session:
 	}
 	httpAddr := started.HTTP
 	p.WaitLine(`"msg":"ami-actor serving"`)
-	resp, err := http.Get("http://" + httpAddr + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/readyz: %s", resp.Status)
+	if code, body := testenv.Get(t, "http://"+httpAddr+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz: %d %s", code, body)
 	}
 
 	nc := testenv.Connect(t, ns.ClientURL())
@@ -166,10 +145,10 @@ session:
 		if first["ok"] == true {
 			break
 		}
-		first = nil
 		if e, _ := first["error"].(map[string]any); e == nil || e["code"] != "unavailable" {
 			t.Fatalf("first request: %s", msg.Data)
 		}
+		first = nil
 	}
 	if first == nil {
 		t.Fatal("the actor's session never came up")

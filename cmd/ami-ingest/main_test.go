@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,20 +25,6 @@ import (
 
 // waitLimit bounds every wait: reaching it is a hang and fails the test.
 const waitLimit = 30 * time.Second
-
-// binary is ami-ingest, built once by TestMain.
-var binary string
-
-func TestMain(m *testing.M) { testenv.MainWithBinary(m, ".", "ami-ingest", &binary) }
-
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // crashTrace matches what the Go runtime prints on a panic or fatal error.
 var crashTrace = regexp.MustCompile(`(?m)^(panic: |fatal error: |goroutine \d+ \[)`)
@@ -83,7 +68,7 @@ func TestBadConfiguration(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var args []string
 			if c.file != "" {
-				args = append(args, "--config", writeFile(t, "ami.yaml", c.file))
+				args = append(args, "--config", testenv.WriteFile(t, "ami.yaml", c.file))
 			}
 			args = append(args, c.args...)
 			p := testenv.Run(t, binary, nil, nil, args...)
@@ -142,7 +127,7 @@ func TestSecretNeverLogged(t *testing.T) {
 	)
 	sim := testenv.StartSim(t, amisim.Config{Node: "pbx", AuthFailDelay: time.Millisecond})
 	ns := testenv.StartNATS(t, testenv.ServerOptions(func(o *server.Options) { o.Authorization = natsTok }))
-	secretFile := writeFile(t, "secret", amiRight+"\n")
+	secretFile := testenv.WriteFile(t, "secret", amiRight+"\n")
 	cfg := fmt.Sprintf(`nats:
   url: %s
   token: ${TEST_NATS_TOKEN}
@@ -171,7 +156,7 @@ nodes:
 	msgs := subscribe(t, nc, "ami.events.>")
 
 	p := testenv.Run(t, binary, []string{"TEST_AMI_SECRET=" + amiRight, "TEST_NATS_TOKEN=" + natsTok}, nil,
-		"--config", writeFile(t, "ami.yaml", cfg), "--log-level", "debug")
+		"--config", testenv.WriteFile(t, "ami.yaml", cfg), "--log-level", "debug")
 	testenv.WaitSim(t, sim, "two refused logins", func() bool { return sim.Stats().LoginFailures >= 2 })
 	msgs.WaitFor(t, "both good nodes publishing", func(m []*nats.Msg) bool {
 		return hasMeta(m, "env", "snapshot") && hasMeta(m, "md5", "snapshot")
@@ -198,10 +183,7 @@ nodes:
 		t.Fatalf("connection names %q, owner %q: want ami-ingest-<owner>", names, start.Owner)
 	}
 	p.WaitLine("PBX refused the login")
-	p.Signal(syscall.SIGTERM)
-	if code, _ := p.Wait(waitLimit); code != 0 {
-		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, p.Stderr())
-	}
+	p.Terminate()
 	stderr := p.Stderr()
 	if !strings.Contains(stderr, `"level":"debug"`) && !strings.Contains(stderr, `"level":"info"`) {
 		t.Fatalf("no log lines at all:\n%s", stderr)
@@ -291,7 +273,7 @@ nodes:
 	events := subscribe(t, nc, "ami.events.good.*")
 
 	_, w := blockedPipe(t)
-	p := testenv.Run(t, binary, nil, w, "--config", writeFile(t, "ami.yaml", cfg))
+	p := testenv.Run(t, binary, nil, w, "--config", testenv.WriteFile(t, "ami.yaml", cfg))
 	// Every refused login is one log line: past the logger's queue
 	// (4096 lines) plus what one blocked write holds, lines are dropped.
 	const failures = 6000
@@ -309,10 +291,7 @@ nodes:
 	if pub := m["ami_events_published_total{node=good}"]; pub < wantEvents {
 		t.Fatalf("ami_events_published_total{node=good} %v", pub)
 	}
-	p.Signal(syscall.SIGTERM)
-	if code, _ := p.Wait(waitLimit); code != 0 {
-		t.Fatalf("exit %d after SIGTERM with stderr blocked", code)
-	}
+	p.Terminate() // with stderr blocked
 }
 
 // logLine is the part of a JSON log line the tests read.
@@ -356,7 +335,7 @@ nodes:
     username: ami
     secret: amisecret
 `, natsAddr, testenv.DeadAddr(t), sim.Addr())
-	p := testenv.Run(t, binary, nil, nil, "--config", writeFile(t, "ami.yaml", cfg), "--data-dir", dataDir)
+	p := testenv.Run(t, binary, nil, nil, "--config", testenv.WriteFile(t, "ami.yaml", cfg), "--data-dir", dataDir)
 	p.WaitLine("stream ready")
 	testenv.WaitSim(t, sim, "the session's snapshot action", func() bool {
 		for _, a := range sim.Received() {
@@ -477,7 +456,7 @@ nodes:
 `, ns.ClientURL(), testenv.DeadAddr(t), sim.Addr())
 	nc := testenv.Connect(t, ns.ClientURL())
 	msgs := subscribe(t, nc, "ami.events.pbx1.>")
-	p := testenv.Run(t, binary, nil, nil, "--config", writeFile(t, "ami.yaml", cfg))
+	p := testenv.Run(t, binary, nil, nil, "--config", testenv.WriteFile(t, "ami.yaml", cfg))
 	msgs.WaitFor(t, "the snapshot", func(m []*nats.Msg) bool { return hasMeta(m, "pbx1", "snapshot") })
 	nc.Close()
 	ns.Stop()

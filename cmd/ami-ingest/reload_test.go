@@ -4,15 +4,10 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/amibus/amibus/pkg/amisim"
 
 	"github.com/amibus/amibus/internal/testenv"
 )
@@ -46,25 +41,13 @@ func metaOf(msgs []*nats.Msg, node string) []string {
 // is counted by result.
 func TestReloadConfigMap(t *testing.T) {
 	ns := testenv.StartNATS(t)
-	a := testenv.StartSim(t, amisim.Config{Node: "pbxa"})
-	b := testenv.StartSim(t, amisim.Config{Node: "pbxb"})
-	c := testenv.StartSim(t, amisim.Config{Node: "pbxc"})
-	httpAddr := testenv.DeadAddr(t)
-	head := fmt.Sprintf("nats: {url: %s}\nhttp: {listen: %q}\nsession: {backoff_initial: 10ms, backoff_max: 100ms}\nnodes:\n", ns.ClientURL(), httpAddr)
-	node := func(s *amisim.Server) string {
-		return fmt.Sprintf("  - {name: %s, address: %q, username: ami, secret: amisecret}\n", s.Node(), s.Addr())
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	msgs := subscribe(t, nc, "ami.events.>")
-	cm := testenv.NewConfigMap(t, head+node(a)+node(b))
-	p := testenv.Run(t, binary, nil, nil, "--config", cm.Path(), "--watch-config")
+	pbx := testenv.StartReloadPBXs(t, ns.ClientURL())
+	a, b, c := pbx.A, pbx.B, pbx.C
+	msgs := subscribe(t, testenv.Connect(t, ns.ClientURL()), "ami.events.>")
+	p, cm := testenv.RunWatching(t, binary, pbx.Config(a, b))
 	msgs.WaitFor(t, "a and b up", func(m []*nats.Msg) bool { return hasMeta(m, "pbxa", "snapshot") && hasMeta(m, "pbxb", "snapshot") })
 
-	cm.Update(head + node(a) + node(c))
+	cm.Update(pbx.Config(a, c))
 	msgs.WaitFor(t, "c up and b removed", func(m []*nats.Msg) bool {
 		return hasMeta(m, "pbxc", "snapshot") && strings.Contains(strings.Join(metaOf(m, "pbxb"), " "), "session_end:removed")
 	})
@@ -76,33 +59,11 @@ func TestReloadConfigMap(t *testing.T) {
 		t.Fatalf("a: markers %v, %d logins; want its session untouched", got, a.Logins())
 	}
 
-	cm.Update(head + node(a) + node(b) + "  - {name: pbxd, username: ami, secret: x}\n")
-	line := p.WaitLine("invalid file, nothing changed")
-	if !strings.Contains(line, `"field":"nodes[2].address"`) {
-		t.Fatalf("invalid reload line does not name the field: %s", line)
-	}
-
-	if err := os.WriteFile(cm.Path(),
-		[]byte(strings.Replace(head, httpAddr, "127.0.0.1:1", 1)+node(a)+node(b)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.Signal(syscall.SIGHUP)
-	line = p.WaitLine("configuration reload refused")
-	if !strings.Contains(line, "http.listen") {
-		t.Fatalf("refusal does not name the field: %s", line)
-	}
-	m := testenv.Scrape(t, httpAddr)
-	for result, want := range map[string]float64{"applied": 1, "invalid": 1, "refused": 1} {
-		if got := m["ami_config_reloads_total{result="+result+"}"]; got != want {
-			t.Errorf("ami_config_reloads_total{result=%s} = %v, want %v", result, got, want)
-		}
-	}
+	pbx.CheckBadReloads(t, p, cm)
+	testenv.CheckReloadsCounted(t, pbx.HTTPAddr)
 	if hasMeta(msgs.All(), "pbxb", "snapshot") && strings.Count(strings.Join(metaOf(msgs.All(), "pbxb"), " "), "session_start") > 1 {
 		t.Fatal("b started again after an invalid or refused reload")
 	}
-	p.Signal(syscall.SIGTERM)
-	if code, _ := p.Wait(waitLimit); code != 0 {
-		t.Fatalf("exit %d; stderr:\n%s", code, p.Stderr())
-	}
+	p.Terminate()
 	noCrash(t, p.Stderr())
 }

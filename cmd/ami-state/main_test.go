@@ -6,28 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amibus/amibus/internal/testenv"
-	"github.com/amibus/amibus/pkg/publish"
 )
 
-// binary is ami-state built once by TestMain; the tests run it as a process.
-var binary string
-
-func TestMain(m *testing.M) { testenv.MainWithBinary(m, ".", "ami-state", &binary) }
-
 func TestBadConfigExits2(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.yaml")
-	_ = os.WriteFile(path, []byte("nodes: [{name: pbx1, address: 'h:1', username: u, secret: s}]\nstate: {flush_interval: 0s, bucket: 'a b'}\n"), 0o600)
-	p := testenv.Run(t, binary, nil, nil, "--config", path)
+	p := testenv.Run(t, binary, nil, nil, "--config",
+		testenv.WriteFile(t, "c.yaml", "nodes: [{name: pbx1, address: 'h:1', username: u, secret: s}]\nstate: {flush_interval: 0s, bucket: 'a b'}\n"))
 	if code, _ := p.Wait(testenv.WaitLimit); code != 2 {
 		t.Fatalf("exit code %d, stderr %s", code, p.Stderr())
 	}
@@ -49,13 +37,11 @@ func TestServesAndStops(t *testing.T) {
 func servesAndStops(t *testing.T, ha string) {
 	emb := testenv.StartNATS(t)
 	httpAddr := testenv.DeadAddr(t)
-	path := filepath.Join(t.TempDir(), "c.yaml")
-	_ = os.WriteFile(path, []byte(fmt.Sprintf(`nats: {url: %q}
+	p := testenv.Run(t, binary, nil, nil, "--config", testenv.WriteFile(t, "c.yaml", fmt.Sprintf(`nats: {url: %q}
 nodes: [{name: pbx1, address: 'h:1', username: u, secret: s}]
 http: {listen: %q}
 state: {storage: memory, flush_interval: 10ms%s}
-`, emb.ClientURL(), httpAddr, ha)), 0o600)
-	p := testenv.Run(t, binary, nil, nil, "--config", path)
+`, emb.ClientURL(), httpAddr, ha)))
 	get := func(p string) (int, string) {
 		resp, err := http.Get("http://" + httpAddr + p)
 		if err != nil {
@@ -80,9 +66,7 @@ state: {storage: memory, flush_interval: 10ms%s}
 	}
 	nc := testenv.Connect(t, emb.ClientURL())
 	js := testenv.JetStream(t, nc)
-	if _, err := publish.EnsureStream(context.Background(), js, publish.StreamConfig{Storage: jetstream.MemoryStorage}); err != nil {
-		t.Fatal(err)
-	}
+	ensureStream(t, js)
 	b, _ := json.Marshal(map[string]any{"node": "pbx1", "event": "Newchannel", "session": "s1", "seq": 1,
 		"time": time.Now().UTC().Format(time.RFC3339Nano), "fields": map[string]string{"Event": "Newchannel", "Uniqueid": "1.1", "Channel": "PJSIP/a"}})
 	if _, err := js.Publish(context.Background(), "ami.events.pbx1.Newchannel", b); err != nil {
@@ -101,10 +85,7 @@ state: {storage: memory, flush_interval: 10ms%s}
 	if _, body := get("/metrics"); !strings.Contains(body, "ami_state_events_applied_total 1") {
 		t.Fatalf("metrics lack the applied count:\n%s", body)
 	}
-	p.Signal(syscall.SIGTERM)
-	if code, _ := p.Wait(20 * time.Second); code != 0 {
-		t.Fatalf("exit code %d\n%s", code, p.Stderr())
-	}
+	p.Terminate()
 	kv, err := js.KeyValue(context.Background(), "ami_state")
 	if err != nil {
 		t.Fatal(err)

@@ -64,12 +64,10 @@ func TestLint(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	r := mustRender(t, defaults)
 	checkRendered(t, r, "")
-	want := "apps/v1/Deployment amibus-actor, apps/v1/Deployment amibus-ingest, apps/v1/Deployment amibus-state, " +
-		"policy/v1/PodDisruptionBudget amibus-actor, policy/v1/PodDisruptionBudget amibus-ingest, policy/v1/PodDisruptionBudget amibus-state, " +
-		"v1/ConfigMap amibus-config, v1/Service amibus-actor, v1/Service amibus-ingest, v1/Service amibus-state, v1/ServiceAccount amibus"
-	if got := r.inventory(); got != want {
-		t.Errorf("rendered\n  %s\nwant\n  %s", got, want)
-	}
+	checkInventory(t, r,
+		"apps/v1/Deployment amibus-actor", "apps/v1/Deployment amibus-ingest", "apps/v1/Deployment amibus-state",
+		"policy/v1/PodDisruptionBudget amibus-actor", "policy/v1/PodDisruptionBudget amibus-ingest", "policy/v1/PodDisruptionBudget amibus-state",
+		"v1/ConfigMap amibus-config", "v1/Service amibus-actor", "v1/Service amibus-ingest", "v1/Service amibus-state", "v1/ServiceAccount amibus")
 	ingest := get[*appsv1.Deployment](t, r, "apps/v1/Deployment", "amibus-ingest")
 	if *ingest.Spec.Replicas != 1 || ingest.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("ingest: %d replicas, strategy %s; want 1 and Recreate: without leases old and new pod must never overlap",

@@ -96,12 +96,10 @@ func TestStateOff(t *testing.T) {
 	on := mustRender(t, defaults)
 	off := mustRender(t, renderOpts{set: []string{"state.enabled=false"}})
 	checkRendered(t, off, "")
-	want := "apps/v1/Deployment amibus-actor, apps/v1/Deployment amibus-ingest, " +
-		"policy/v1/PodDisruptionBudget amibus-actor, policy/v1/PodDisruptionBudget amibus-ingest, " +
-		"v1/ConfigMap amibus-config, v1/Service amibus-actor, v1/Service amibus-ingest, v1/ServiceAccount amibus"
-	if got := off.inventory(); got != want {
-		t.Errorf("state off rendered\n  %s\nwant\n  %s", got, want)
-	}
+	checkInventory(t, off,
+		"apps/v1/Deployment amibus-actor", "apps/v1/Deployment amibus-ingest",
+		"policy/v1/PodDisruptionBudget amibus-actor", "policy/v1/PodDisruptionBudget amibus-ingest",
+		"v1/ConfigMap amibus-config", "v1/Service amibus-actor", "v1/Service amibus-ingest", "v1/ServiceAccount amibus")
 	if !strings.Contains(off.notes, "ami-state:  off") || strings.Contains(off.notes, "ami.state.") {
 		t.Errorf("state off: NOTES.txt:\n%s", off.notes)
 	}

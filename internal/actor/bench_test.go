@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
-	"github.com/amibus/amibus/internal/config"
 	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
@@ -33,11 +32,7 @@ func benchEnv(b *testing.B, extra string) (*amisim.Server, string) {
 	b.Helper()
 	ns := testenv.StartNATS(b)
 	sim := testenv.StartSim(b, amisim.Config{Node: "pbx1", RecordLimit: -1})
-	cfg, err := config.Parse([]byte(configYAML(ns.ClientURL(), []node{{"pbx1", sim.Addr()}}, extra)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	startActorConfig(b, cfg, zap.NewNop(), "pbx1")
+	startActorConfig(b, actorConfig(b, ns.ClientURL(), []node{{"pbx1", sim.Addr()}}, extra), zap.NewNop(), "pbx1")
 	return sim, ns.ClientURL()
 }
 

@@ -13,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/amibus/amibus/internal/actor"
 	"github.com/amibus/amibus/internal/config"
@@ -62,6 +64,18 @@ func configYAML(natsURL string, nodes []node, extra string) string {
 	return b.String()
 }
 
+// actorConfig is the configuration configYAML writes, read by config.Parse
+// as the binary reads it.
+func actorConfig(t testing.TB, natsURL string, nodes []node, extra string) *config.Config {
+	t.Helper()
+	yaml := configYAML(natsURL, nodes, extra)
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	return cfg
+}
+
 // fastSession is the session: block configYAML adds by default, for tests
 // that set other session keys too.
 const fastSession = "session:\n  backoff_initial: 10ms\n  backoff_max: 100ms\n  dial_timeout: 2s\n  banner_timeout: 2s\n  login_timeout: 2s\n"
@@ -106,6 +120,42 @@ func startActorConfig(t testing.TB, cfg *config.Config, log *zap.Logger, up ...s
 		t.Fatalf("Ready after subscribing: %v", err)
 	}
 	return r
+}
+
+// env is one NATS server, one simulated PBX (node pbx1) and one actor,
+// plus a requester connection.
+type env struct {
+	ns  *testenv.NATS
+	sim *amisim.Server
+	nc  *nats.Conn
+	act *running
+	// logs records the actor's log lines at info and above, for a test
+	// that counts them.
+	logs *observer.ObservedLogs
+}
+
+// newEnv starts an env. withDown adds a node "down" whose address refuses
+// connections; extra is appended to the configuration file.
+func newEnv(t *testing.T, simCfg amisim.Config, maxPayload int32, withDown bool, extra string) *env {
+	t.Helper()
+	ns := testenv.StartNATS(t, testenv.MaxPayload(maxPayload))
+	if simCfg.Node == "" {
+		simCfg.Node = "pbx1"
+	}
+	sim := testenv.StartSim(t, simCfg)
+	nodes := []node{{"pbx1", sim.Addr()}}
+	if withDown {
+		nodes = append(nodes, node{"down", testenv.DeadAddr(t)})
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), core))
+	act := startActorConfig(t, actorConfig(t, ns.ClientURL(), nodes, extra), log, "pbx1")
+	return &env{ns: ns, sim: sim, nc: testenv.Connect(t, ns.ClientURL()), act: act, logs: logs}
+}
+
+// sessionsEnded counts the AMI sessions the actor logged as ended.
+func (e *env) sessionsEnded() int {
+	return e.logs.FilterMessage("AMI session ended").Len()
 }
 
 // launch connects to NATS as the binary does (daemon.ConnectNATS: retry forever)

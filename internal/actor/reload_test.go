@@ -13,15 +13,6 @@ import (
 	"github.com/amibus/amibus/pkg/amisim"
 )
 
-func parseConfig(t *testing.T, yaml string) *config.Config {
-	t.Helper()
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
-	return cfg
-}
-
 // actorLogins counts the logins of the actor's own user (ami2) a PBX saw.
 func actorLogins(sim *amisim.Server) int {
 	n := 0
@@ -51,7 +42,7 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	wantCode(t, request(t, nc, "ami.action.a.Ping", ``), "ok")
 	wantCode(t, request(t, nc, "ami.action.d.Ping", ``), "unknown_node")
 
-	next := parseConfig(t, configYAML(ns.ClientURL(), []node{{"a", a.Addr()}, {"c", c2.Addr()}, {"d", d.Addr()}}, ""))
+	next := actorConfig(t, ns.ClientURL(), []node{{"a", a.Addr()}, {"c", c2.Addr()}, {"d", d.Addr()}}, "")
 	began := time.Now()
 	ch, err := act.svc.Reload(ctxLimit(t), next)
 	if err != nil {
@@ -87,8 +78,8 @@ func TestReloadAppliesOnlyTheDifference(t *testing.T) {
 	}
 
 	// The same file again changes nothing.
-	if ch, err := act.svc.Reload(ctxLimit(t), parseConfig(t, configYAML(ns.ClientURL(),
-		[]node{{"a", a.Addr()}, {"c", c2.Addr()}, {"d", d.Addr()}}, ""))); err != nil || !ch.Empty() {
+	if ch, err := act.svc.Reload(ctxLimit(t), actorConfig(t, ns.ClientURL(),
+		[]node{{"a", a.Addr()}, {"c", c2.Addr()}, {"d", d.Addr()}}, "")); err != nil || !ch.Empty() {
 		t.Fatalf("the same file: %+v, %v", ch, err)
 	}
 	if actorLogins(a) != 1 || actorLogins(c2) != 1 || actorLogins(d) != 1 {
@@ -105,8 +96,8 @@ func TestReloadRefusedNamesTheField(t *testing.T) {
 	d := testenv.StartSim(t, amisim.Config{Node: "d"})
 	act := startActor(t, configYAML(ns.ClientURL(), []node{{"a", a.Addr()}}, ""), "a")
 	nc := testenv.Connect(t, ns.ClientURL())
-	next := parseConfig(t, configYAML(ns.ClientURL(), []node{{"a", a.Addr()}, {"d", d.Addr()}},
-		"actor:\n  max_pending: 7\nhttp:\n  listen: 127.0.0.1:1\n"))
+	next := actorConfig(t, ns.ClientURL(), []node{{"a", a.Addr()}, {"d", d.Addr()}},
+		"actor:\n  max_pending: 7\nhttp:\n  listen: 127.0.0.1:1\n")
 	ch, err := act.svc.Reload(ctxLimit(t), next)
 	if !errors.Is(err, config.ErrReloadRefused) || !ch.Empty() {
 		t.Fatalf("Reload: %+v, %v; want refused", ch, err)
@@ -148,8 +139,8 @@ func TestReloadRemovalAnswersUnavailable(t *testing.T) {
 	waiting := requestAsync(t, nc, "ami.action.a.Ping", `{"timeout_ms":10000,"fields":{"Marker":"waiting"}}`)
 	testenv.WaitSim(t, a, "the second session's login", func() bool { return actorLogins(a) == 2 })
 
-	ch, err := act.svc.Reload(ctxLimit(t), parseConfig(t, configYAML(ns.ClientURL(), []node{{"k", keep.Addr()}},
-		"actor:\n  sessions_per_node: 2\n"+session)))
+	ch, err := act.svc.Reload(ctxLimit(t), actorConfig(t, ns.ClientURL(), []node{{"k", keep.Addr()}},
+		"actor:\n  sessions_per_node: 2\n"+session))
 	if err != nil || !reflect.DeepEqual(ch.Removed, []string{"a"}) {
 		t.Fatalf("Reload: %+v, %v", ch, err)
 	}

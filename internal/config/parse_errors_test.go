@@ -19,6 +19,15 @@ const node1 = `
 
 const validNodes = "nodes:" + node1
 
+// nodeA is a file whose one node, a, is at h:1 as user u, with more of its
+// fields (flow mapping entries such as "secret: s"; "" for none).
+func nodeA(more string) string {
+	if more != "" {
+		more = ", " + more
+	}
+	return "nodes:\n  - {name: a, address: 'h:1', username: u" + more + "}\n"
+}
+
 // noEnv is a lookup where only AMI_SET is set.
 func noEnv(name string) (string, bool) {
 	if name == "AMI_SET" {
@@ -28,22 +37,16 @@ func noEnv(name string) (string, bool) {
 }
 
 func TestParseErrors(t *testing.T) {
-	dir := t.TempDir()
-	multiLine := filepath.Join(dir, "multi")
-	if err := os.WriteFile(multiLine, []byte("line1\nline2\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	missing := filepath.Join(dir, "nope")
+	multiLine := writeFile(t, "multi", "line1\nline2\n")
+	empty := writeFile(t, "empty", "\n")
+	missing := filepath.Join(t.TempDir(), "nope")
 
-	tests := []struct {
+	type badFile struct {
 		name string
 		yaml string
 		want []string // every FieldError, in order
-	}{
+	}
+	tests := []badFile{
 		{"unknown key in section", validNodes + "ingest:\n  bufer_events: 10\n",
 			[]string{"ingest.bufer_events: unknown key"}},
 		{"unknown key in state", validNodes + "state:\n  flush: 10ms\n",
@@ -107,34 +110,6 @@ func TestParseErrors(t *testing.T) {
 			[]string{`nodes[0].address: ":5038" is not host:port`}},
 		{"address bad port", "nodes:\n  - {name: a, address: 'pbx:70000', username: u, secret: s}\n",
 			[]string{`nodes[0].address: "pbx:70000" has an invalid port`}},
-		{"no secret", "nodes:\n  - {name: a, address: 'h:1', username: u}\n",
-			[]string{"nodes[0].secret: missing (set secret or secret_file)"}},
-		{"empty secret", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: ''}\n",
-			[]string{"nodes[0].secret: missing (set secret or secret_file)"}},
-		{"secret and secret_file", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, secret_file: /x}\n",
-			[]string{"nodes[0].secret_file: conflicts with secret (set exactly one)"}},
-		{"secret_file missing", "nodes:\n  - {name: a, address: 'h:1', username: u, secret_file: " + missing + "}\n",
-			[]string{"nodes[0].secret_file: open " + missing + ": no such file or directory"}},
-		{"secret_file empty", "nodes:\n  - {name: a, address: 'h:1', username: u, secret_file: " + empty + "}\n",
-			[]string{"nodes[0].secret_file: " + empty + " is empty"}},
-		{"secret_file two lines", "nodes:\n  - {name: a, address: 'h:1', username: u, secret_file: " + multiLine + "}\n",
-			[]string{"nodes[0].secret_file: " + multiLine + " must hold one line"}},
-		{"secret with line break", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: \"a\\r\\nAction: Originate\"}\n",
-			[]string{"nodes[0].secret: must not contain line breaks"}},
-		{"auth", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, auth: sha}\n",
-			[]string{"nodes[0].auth: must be plain or md5"}},
-		{"actor_username without secret", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, actor_username: u2}\n",
-			[]string{"nodes[0].actor_secret: missing (set actor_secret or actor_secret_file with actor_username)"}},
-		{"actor_secret without username", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, actor_secret: s2}\n",
-			[]string{"nodes[0].actor_username: missing (an actor secret is set)"}},
-		{"node include bad event", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, include: [Newchannel, 'Var Set']}\n",
-			[]string{`nodes[0].include[1]: "Var Set" is not a valid event name`}},
-		{"env unset", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: '${AMI_SECRET_PBX1}'}\n",
-			[]string{"nodes[0].secret: environment variable AMI_SECRET_PBX1 is not set"}},
-		{"env unterminated", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: 'ab${AMI_SET'}\n",
-			[]string{"nodes[0].secret: unterminated ${ (write $$ for a literal $)"}},
-		{"env bad name", "nodes:\n  - {name: a, address: 'h:1', username: u, secret: 'x${A-B}'}\n",
-			[]string{"nodes[0].secret: invalid ${...} reference: only ${NAME} with letters, digits and _ is supported (write $$ for a literal $)"}},
 		{"subject prefix", validNodes + "nats: {subject_prefix: 'ami..x'}\n",
 			[]string{`nats.subject_prefix: "ami..x" is not a valid subject prefix (tokens of letters, digits, _ and - separated by dots)`}},
 		{"subject prefix wildcard", validNodes + "nats: {subject_prefix: 'ami.*'}\n",
@@ -216,6 +191,25 @@ func TestParseErrors(t *testing.T) {
 				"ingest.buffer_bytes: must be positive",
 			}},
 	}
+	// Node a's own fields, alone in the file: one error each.
+	for _, c := range []struct{ name, fields, want string }{
+		{"no secret", "", "nodes[0].secret: missing (set secret or secret_file)"},
+		{"empty secret", "secret: ''", "nodes[0].secret: missing (set secret or secret_file)"},
+		{"secret and secret_file", "secret: s, secret_file: /x", "nodes[0].secret_file: conflicts with secret (set exactly one)"},
+		{"secret_file missing", "secret_file: " + missing, "nodes[0].secret_file: open " + missing + ": no such file or directory"},
+		{"secret_file empty", "secret_file: " + empty, "nodes[0].secret_file: " + empty + " is empty"},
+		{"secret_file two lines", "secret_file: " + multiLine, "nodes[0].secret_file: " + multiLine + " must hold one line"},
+		{"secret with line break", "secret: \"a\\r\\nAction: Originate\"", "nodes[0].secret: must not contain line breaks"},
+		{"auth", "secret: s, auth: sha", "nodes[0].auth: must be plain or md5"},
+		{"actor_username without secret", "secret: s, actor_username: u2", "nodes[0].actor_secret: missing (set actor_secret or actor_secret_file with actor_username)"},
+		{"actor_secret without username", "secret: s, actor_secret: s2", "nodes[0].actor_username: missing (an actor secret is set)"},
+		{"node include bad event", "secret: s, include: [Newchannel, 'Var Set']", `nodes[0].include[1]: "Var Set" is not a valid event name`},
+		{"env unset", "secret: '${AMI_SECRET_PBX1}'", "nodes[0].secret: environment variable AMI_SECRET_PBX1 is not set"},
+		{"env unterminated", "secret: 'ab${AMI_SET'", "nodes[0].secret: unterminated ${ (write $$ for a literal $)"},
+		{"env bad name", "secret: 'x${A-B}'", "nodes[0].secret: invalid ${...} reference: only ${NAME} with letters, digits and _ is supported (write $$ for a literal $)"},
+	} {
+		tests = append(tests, badFile{c.name, nodeA(c.fields), []string{c.want}})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := Parse([]byte(tt.yaml), WithEnv(noEnv))
@@ -296,11 +290,7 @@ func TestParseAliasBomb(t *testing.T) {
 }
 
 func TestLoadFileWrapsErrors(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "amibus.yaml")
-	if err := os.WriteFile(path, []byte("nodes:\n  - {name: a, username: u, secret: s}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writeFile(t, "amibus.yaml", "nodes:\n  - {name: a, username: u, secret: s}\n")
 	_, err := LoadFile(path)
 	if want := "config " + path + ": nodes[0].address: missing"; err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
@@ -314,7 +304,7 @@ func TestLoadFileWrapsErrors(t *testing.T) {
 		t.Fatalf("errors.As(*FieldError) = %v", fe)
 	}
 
-	missing := filepath.Join(dir, "missing.yaml")
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
 	_, err = LoadFile(missing)
 	if want := "config " + missing + ": no such file or directory"; err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
@@ -323,10 +313,7 @@ func TestLoadFileWrapsErrors(t *testing.T) {
 		t.Fatalf("errors.Is(err, os.ErrNotExist) = false for %v", err)
 	}
 
-	big := filepath.Join(dir, "big.yaml")
-	if err := os.WriteFile(big, make([]byte, MaxFileBytes+1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	big := writeFile(t, "big.yaml", string(make([]byte, MaxFileBytes+1)))
 	_, err = LoadFile(big)
 	if want := "config " + big + ": larger than 8388608 bytes"; err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)

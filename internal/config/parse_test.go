@@ -17,6 +17,17 @@ func mustParse(t *testing.T, yaml string, opts ...Option) *Config {
 	return c
 }
 
+// writeFile writes content to a file name in a fresh test directory and
+// returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestDefaults(t *testing.T) {
 	c := mustParse(t, validNodes)
 	want := &Config{
@@ -113,24 +124,16 @@ ingest:
 
 func TestEnvExpansionUsesProcessEnvByDefault(t *testing.T) {
 	t.Setenv("AMIBUS_TEST_SECRET", "process-env")
-	c := mustParse(t, "nodes:\n  - {name: a, address: 'h:1', username: u, secret: '${AMIBUS_TEST_SECRET}'}\n")
+	c := mustParse(t, nodeA("secret: '${AMIBUS_TEST_SECRET}'"))
 	if c.Nodes[0].Secret.Reveal() != "process-env" {
 		t.Fatalf("secret = %q", c.Nodes[0].Secret.Reveal())
 	}
 }
 
 func TestSecretFile(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	lf := write("lf", "one\n")
-	crlf := write("crlf", "two\r\n")
-	bare := write("bare", "  three  ")
+	lf := writeFile(t, "lf", "one\n")
+	crlf := writeFile(t, "crlf", "two\r\n")
+	bare := writeFile(t, "bare", "  three  ")
 	c := mustParse(t, `
 nodes:
   - {name: a, address: 'h:1', username: u, secret_file: `+lf+`}
@@ -150,8 +153,8 @@ nodes:
 		t.Errorf("actor secret file: %q user %q", got, c.Nodes[1].ActorUsername)
 	}
 
-	big := write("big", string(make([]byte, 5000)))
-	_, err := Parse([]byte("nodes:\n  - {name: a, address: 'h:1', username: u, secret_file: " + big + "}\n"))
+	big := writeFile(t, "big", string(make([]byte, 5000)))
+	_, err := Parse([]byte(nodeA("secret_file: " + big)))
 	if want := "nodes[0].secret_file: " + big + " is larger than 4096 bytes"; err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
 	}
@@ -218,11 +221,7 @@ nodes:
 }
 
 func TestNATSValid(t *testing.T) {
-	dir := t.TempDir()
-	creds := filepath.Join(dir, "x.creds")
-	if err := os.WriteFile(creds, []byte("creds"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	creds := writeFile(t, "x.creds", "creds")
 	c := mustParse(t, validNodes+`
 nats:
   url: nats://a:4222, tls://b:4443

@@ -85,15 +85,15 @@ func TestSecretNotInErrors(t *testing.T) {
 		// A node with a secret and other problems.
 		"nodes:\n  - {name: 'p b x', address: nowhere, username: u, secret: HUSHa, auth: x}\n",
 		// A secret that breaks the header it would be written in.
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: \"HUSHb\\r\\nAction: Originate\"}\n",
+		nodeA("secret: \"HUSHb\\r\\nAction: Originate\""),
 		// Both forms of the secret.
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: HUSHc, secret_file: /nonexistent}\n",
+		nodeA("secret: HUSHc, secret_file: /nonexistent"),
 		// Broken environment references inside a secret.
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: 'HUSHd${'}\n",
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: 'HUSHe${X-HUSHf}'}\n",
+		nodeA("secret: 'HUSHd${'"),
+		nodeA("secret: 'HUSHe${X-HUSHf}'"),
 		// A secret of the wrong type, and NATS credentials in bad places.
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: [HUSHh]}\n",
-		"nodes:\n  - {name: a, address: 'h:1', username: u, secret: s, actor_secret: HUSHi}\n",
+		nodeA("secret: [HUSHh]"),
+		nodeA("secret: s, actor_secret: HUSHi"),
 		"nats: {url: 'nats://user:HUSHj@h:4222', token: HUSHk, user: u, password: HUSHl}\n" + validNodes,
 		"nats: {url: 'nats://HUSHm@h:4222'}\n" + validNodes,
 		"nats: {password: HUSHn}\n" + validNodes,

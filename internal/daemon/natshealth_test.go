@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -21,29 +18,6 @@ import (
 	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/internal/testenv"
 )
-
-func TestNATSFailureCause(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want string
-	}{
-		{nats.ErrAuthorization, CauseAuthorization},
-		{errors.New("nats: Authorization Violation"), CauseAuthorization},
-		{nats.ErrAuthExpired, CauseAuthorization},
-		{nats.ErrSecureConnWanted, CauseTLS},
-		{nats.ErrSecureConnRequired, CauseTLS},
-		{fmt.Errorf("wrapped: %w", x509.UnknownAuthorityError{}), CauseTLS},
-		{&tls.CertificateVerificationError{Err: errors.New("bad")}, CauseTLS},
-		{&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}, CauseNoRoute},
-		{&net.DNSError{Err: "no such host", Name: "nats.invalid"}, CauseNoRoute},
-		{nats.ErrNoServers, CauseNoRoute},
-		{errors.New("nats: stale connection"), CauseOther},
-	} {
-		if got := NATSFailureCause(c.err); got != c.want {
-			t.Errorf("%v: cause %q, want %q", c.err, got, c.want)
-		}
-	}
-}
 
 // connectWatched connects as Env.ConnectNATS does, with an observed log and
 // fresh metrics.
@@ -80,14 +54,8 @@ func waitNotReady(t *testing.T, nc *nats.Conn, h *natsHealth, want string) error
 // in readiness, logged once plus coalesced repeats, and counted by cause.
 func TestNATSHealthNamesTheCause(t *testing.T) {
 	t.Run("no route", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		nc, h, logs, m := connectWatched(t, "nats://"+addr, config.NATS{})
-		err = waitNotReady(t, nc, h, "no route to the NATS server")
+		nc, h, logs, m := connectWatched(t, "nats://"+testenv.DeadAddr(t), config.NATS{})
+		err := waitNotReady(t, nc, h, "no route to the NATS server")
 		t.Log(err)
 		// Some 20 ms apart: several failures, one line at once and the
 		// rest coalesced (30 s interval).

@@ -4,11 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestExitedProcessIsNamedWithItsLastLine: a demo process that exits (here
 // one that could not bind its port) is reported as stopped, with its exit

@@ -8,14 +8,31 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
+
+// deleteStream loses the events stream as an operator deleting it does.
+func deleteStream(t *testing.T, ns *testenv.NATS) {
+	js, err := jetstream.New(connect(t, ns.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "AMI_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartNATS loses a stream in memory storage: the server comes back
+// without it.
+func restartNATS(_ *testing.T, ns *testenv.NATS) {
+	ns.Stop()
+	ns.Start()
+}
 
 // TestLostStreamRecreated: the events stream disappears while events flow
 // (deleted by an operator; a NATS server back without its memory storage).
@@ -27,21 +44,8 @@ func TestLostStreamRecreated(t *testing.T) {
 		name, storage string
 		lose          func(t *testing.T, ns *testenv.NATS)
 	}{
-		{"deleted", "file", func(t *testing.T, ns *testenv.NATS) {
-			js, err := jetstream.New(connect(t, ns.ClientURL()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-			defer cancel()
-			if err := js.DeleteStream(ctx, "AMI_EVENTS"); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"memory storage, NATS restarted", "memory", func(t *testing.T, ns *testenv.NATS) {
-			ns.Stop()
-			ns.Start()
-		}},
+		{"deleted", "file", deleteStream},
+		{"memory storage, NATS restarted", "memory", restartNATS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leakCheck(t)
@@ -50,8 +54,7 @@ func TestLostStreamRecreated(t *testing.T) {
 			cfg := parseConfig(t, "nats: {url: "+ns.ClientURL()+"}\n"+testSession+nodesYAML([]*amisim.Server{sim}, nil)+
 				"stream: {storage: "+tc.storage+", max_age: 1h}\n")
 			nc := connect(t, ns.ClientURL())
-			core, logs := observer.New(zapcore.InfoLevel)
-			run := startService(t, cfg, nc, zap.New(core))
+			run, logs := startServiceLogged(t, cfg, nc)
 			upAndSnapshot(newStreamReader(t, connect(t, ns.ClientURL()), "AMI_EVENTS"), "pbx1", 1)
 			conn := loginConns(sim)[0]
 

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 )
@@ -150,7 +148,7 @@ func TestAMIReconnect(t *testing.T) {
 			t.Fatalf("session %s: snapshot at %d, session_start at %d", id, snap, start)
 		}
 	}
-	if n := testutil.ToFloat64(run.m.SessionReconnects.WithLabelValues("pbx1")); n != 2 {
+	if n := nodeMetrics(run.m, "pbx1").reconnects; n != 2 {
 		t.Fatalf("ami_session_reconnects_total %v, want 2", n)
 	}
 }

@@ -7,10 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
-
 	"github.com/amibus/amibus/internal/config"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
@@ -160,8 +156,7 @@ func TestReloadBeforeRun(t *testing.T) {
 	ns, cfg, nc := startNATSFor(t, []*amisim.Server{sims[0], sims[2]}, "")
 	head := natsHead(ns)
 	next := parseConfig(t, head+nodesYAML(sims[:2], nil))
-	core, logs := observer.New(zapcore.WarnLevel)
-	run := startService(t, cfg, nc, zap.New(core), func(svc *Service) {
+	run, logs := startServiceLogged(t, cfg, nc, func(svc *Service) {
 		ch, err := svc.Reload(context.Background(), next)
 		if err != nil || !slices.Equal(ch.Added, []string{sims[1].Node()}) || !slices.Equal(ch.Removed, []string{sims[2].Node()}) {
 			t.Fatalf("reload before Run: %+v, %v", ch, err)

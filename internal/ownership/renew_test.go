@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,26 +41,21 @@ func (r *rounds) waitMore(t *testing.T, n int) {
 func TestAtRiskNodeNotRewritten(t *testing.T) {
 	js := startJS(t)
 	var (
-		mu      sync.Mutex
-		failing bool
-		writes  int // writes of pbx1's entry made after it was at risk
-		atRisk  bool
+		failing atomic.Bool
+		writes  atomic.Int32 // writes of pbx1's entry made after it was at risk
+		atRisk  atomic.Bool
 	)
 	rs := newRounds()
 	ljs := &lossyJS{JetStream: js, onPut: rs.put,
 		beforeUpdate: func(_ context.Context, _ jetstream.KeyValue, k string) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if k == presenceKey("a") && failing {
+			if k == presenceKey("a") && failing.Load() {
 				return context.DeadlineExceeded
 			}
 			return nil
 		},
 		onEntry: func(k string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if k == leaseKey("pbx1") && atRisk {
-				writes++
+			if k == leaseKey("pbx1") && atRisk.Load() {
+				writes.Add(1)
 			}
 		}}
 	c := newChecker(t)
@@ -70,18 +65,14 @@ func TestAtRiskNodeNotRewritten(t *testing.T) {
 		if node != "pbx1" {
 			return
 		}
-		mu.Lock()
-		atRisk = true
-		failing = false // the store answers again while Release runs
-		mu.Unlock()
+		atRisk.Store(true)
+		failing.Store(false) // the store answers again while Release runs
 		close(releasing)
 		<-finish
 	}
 	r := start(t, ljs, "a", []string{"pbx1"}, c, WithTTL(3*time.Second), WithRenewInterval(200*time.Millisecond))
 	c.waitFor(t, 10*time.Second, "a owns pbx1", split(1, map[string]int{"a": 1}))
-	mu.Lock()
-	failing = true
-	mu.Unlock()
+	failing.Store(true)
 	select {
 	case <-releasing:
 	case <-time.After(testenv.WaitLimit):
@@ -91,9 +82,7 @@ func TestAtRiskNodeNotRewritten(t *testing.T) {
 		t.Fatalf("releases before the one running: %+v", rel)
 	}
 	rs.waitMore(t, 3) // rounds with the store answering, Release still running
-	mu.Lock()
-	n := writes
-	mu.Unlock()
+	n := writes.Load()
 	close(finish)
 	if n != 0 {
 		t.Fatalf("the entry of the node at risk was written %d times while the node was being released", n)
@@ -116,18 +105,11 @@ func TestAtRiskNodeNotRewritten(t *testing.T) {
 func TestLivenessOverwrittenEndsIncarnation(t *testing.T) {
 	js := startJS(t)
 	key := presenceKey("a")
-	var (
-		mu    sync.Mutex
-		armed bool
-	)
+	var armed atomic.Bool // the next renewal of key finds it overwritten
 	rs := newRounds()
 	ljs := &lossyJS{JetStream: js, onPut: rs.put,
 		beforeUpdate: func(ctx context.Context, kv jetstream.KeyValue, k string) error {
-			mu.Lock()
-			intrude := armed && k == key
-			armed = armed && !intrude
-			mu.Unlock()
-			if intrude {
+			if k == key && armed.CompareAndSwap(true, false) {
 				if _, err := kv.PutString(ctx, key, "intruder"); err != nil {
 					return errors.Join(errors.New("intruder put"), err)
 				}
@@ -140,9 +122,7 @@ func TestLivenessOverwrittenEndsIncarnation(t *testing.T) {
 	c.waitFor(t, 10*time.Second, "a owns both", split(2, map[string]int{"a": 2}))
 	kv := testKV(t, js)
 	old := kvValue(t, kv, leaseKey("pbx1"))
-	mu.Lock()
-	armed = true
-	mu.Unlock()
+	armed.Store(true)
 	c.waitFor(t, 10*time.Second, "both released", func(owners map[string]string) bool { return len(owners) == 0 })
 	for _, rel := range c.releasesOf("a") {
 		if !rel.doneAtStart {

@@ -39,6 +39,12 @@ func TestControl(t *testing.T) {
 		}
 		return string(b)
 	}
+	get := func(path string, v any) {
+		t.Helper()
+		if err := json.Unmarshal([]byte(call("GET", path, 200)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// A client logs in to pbx2 and pings.
 	s := fleet.Servers()[1]
@@ -55,31 +61,33 @@ func TestControl(t *testing.T) {
 	readUntil(t, r, "Ping: Pong")
 
 	var nodes []nodeStatus
-	if err := json.Unmarshal([]byte(call("GET", "/nodes", 200)), &nodes); err != nil {
-		t.Fatal(err)
-	}
+	get("/nodes", &nodes)
 	if len(nodes) != 2 || nodes[1].Node != "pbx2" || nodes[1].Logins != 1 || nodes[1].Active["ops"] != 1 ||
 		nodes[1].MaxActive["ops"] != 1 || nodes[0].Logins != 0 {
 		t.Fatalf("nodes: %+v", nodes)
 	}
 	var conns []connStatus
-	if err := json.Unmarshal([]byte(call("GET", "/nodes/pbx2/conns", 200)), &conns); err != nil {
-		t.Fatal(err)
-	}
+	get("/nodes/pbx2/conns", &conns)
 	if len(conns) != 1 || conns[0].User != "ops" || conns[0].ActionID != "inst.pbx2.e1.1" {
 		t.Fatalf("conns: %+v", conns)
 	}
 	var acts []action
-	if err := json.Unmarshal([]byte(call("GET", "/nodes/pbx2/actions?action=ping", 200)), &acts); err != nil {
-		t.Fatal(err)
-	}
+	get("/nodes/pbx2/actions?action=ping", &acts)
 	if len(acts) != 1 || acts[0].Name != "Ping" || acts[0].ActionID != "inst.pbx2.e1.2" || acts[0].Conn != conns[0].Conn {
 		t.Fatalf("actions: %+v", acts)
 	}
 	call("GET", "/nodes/pbx9/conns", 404)
-	call("POST", "/traffic?calls_per_second=x", 400)
+	// Bad rates, delays, mixes and seeds are refused.
+	for _, path := range []string{
+		"/traffic?calls_per_second=x",
+		"/answer-delay?action=Ping&delay=-1s",
+		"/traffic?calls_per_second=5&mix=nope=1",
+		"/traffic?calls_per_second=-1&mix=default",
+		"/traffic?calls_per_second=5&mix=default&seed=x",
+	} {
+		call("POST", path, 400)
+	}
 	call("POST", "/traffic?calls_per_second=0", 204)
-	call("POST", "/answer-delay?action=Ping&delay=-1s", 400)
 	call("POST", "/answer-delay?action=Ping&delay=300ms", 204)
 	start := time.Now()
 	_, _ = nc.Write([]byte("Action: Ping\r\nActionID: inst.pbx2.e1.3\r\n\r\n"))
@@ -99,9 +107,7 @@ func TestControl(t *testing.T) {
 	}
 	s.StopTraffic()
 	var got amisim.Truth
-	if err := json.Unmarshal([]byte(call("GET", "/truth?node=pbx2", 200)), &got); err != nil {
-		t.Fatal(err)
-	}
+	get("/truth?node=pbx2", &got)
 	if got.Node != "pbx2" || len(got.Channels) < 2 || len(got.Queues) != 2 {
 		t.Fatalf("truth: %+v", got)
 	}
@@ -111,19 +117,13 @@ func TestControl(t *testing.T) {
 		}
 	}
 	var all map[string]amisim.Truth
-	if err := json.Unmarshal([]byte(call("GET", "/truth", 200)), &all); err != nil {
-		t.Fatal(err)
-	}
+	get("/truth", &all)
 	if len(all) != 2 || all["pbx1"].Node != "pbx1" || len(all["pbx1"].Channels) != 0 || all["pbx2"].Node != "pbx2" {
 		t.Fatalf("all truths: %+v", all)
 	}
 	call("GET", "/truth?node=pbx9", 404)
 
-	// Mixed traffic: bad mixes and seeds refused; a good one runs the
-	// scenarios of the mix only.
-	call("POST", "/traffic?calls_per_second=5&mix=nope=1", 400)
-	call("POST", "/traffic?calls_per_second=-1&mix=default", 400)
-	call("POST", "/traffic?calls_per_second=5&mix=default&seed=x", 400)
+	// Mixed traffic runs the scenarios of the mix only.
 	call("POST", "/traffic?calls_per_second=50&mix=hold=1&seed=4", 204)
 	p1 := fleet.Servers()[0]
 	if err := p1.WaitUntil(wctx, func() bool { return len(p1.LiveChannels()) > 0 }); err != nil {

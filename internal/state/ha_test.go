@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/amibus/amibus/internal/testenv"
@@ -77,13 +76,7 @@ func TestHAOneWriterPerNodeAndTakeOver(t *testing.T) {
 		return want
 	}
 	replica := func(name string) *running {
-		lc, err := nats.Connect(e.nc.ConnectedUrl())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(lc.Close)
-		ljs, _ := jetstream.New(lc)
-		return e.run(Config{HA: &HA{Leases: ljs, Instance: name, Nodes: nodes, TTL: 2 * time.Second}})
+		return e.run(Config{HA: &HA{Leases: e.ownJetStream(), Instance: name, Nodes: nodes, TTL: 2 * time.Second}})
 	}
 	r1, r2 := replica("r1"), replica("r2")
 	r1.waitFlushed(t, 0) // the bucket exists
@@ -118,7 +111,7 @@ func TestHAOneWriterPerNodeAndTakeOver(t *testing.T) {
 	r1.stop(t)
 	want := traffic(2)
 	waitStatuses(t, e, want)
-	if got := owned(r2); !reflect.DeepEqual(got, nodes) {
+	if got := owned(r2); !slices.Equal(got, nodes) {
 		t.Fatalf("after r1 stopped, r2 owns %v", got)
 	}
 	for _, n := range nodes {
@@ -141,13 +134,7 @@ func TestHAOneWriterPerNodeAndTakeOver(t *testing.T) {
 // list again, change nothing.
 func TestHASetNodes(t *testing.T) {
 	e := newEnv(t)
-	lc, err := nats.Connect(e.nc.ConnectedUrl())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lc.Close)
-	ljs, _ := jetstream.New(lc)
-	r := e.run(Config{HA: &HA{Leases: ljs, Instance: "r1", Nodes: []string{"pbx1", "pbx2"}, TTL: 2 * time.Second}})
+	r := e.run(Config{HA: &HA{Leases: e.ownJetStream(), Instance: "r1", Nodes: []string{"pbx1", "pbx2"}, TTL: 2 * time.Second}})
 	pbxs := map[string]*pbx{}
 	for _, n := range []string{"pbx1", "pbx2", "pbx3"} {
 		p := e.pbx(n)
@@ -167,12 +154,7 @@ func TestHASetNodes(t *testing.T) {
 	}
 
 	// The lease of pbx1 is deleted once its release has returned.
-	leases := e.kv(DefaultLeaseBucket)
-	w, err := leases.Watch(context.Background(), "node.pbx1", jetstream.UpdatesOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.Stop() }()
+	w := e.watch(DefaultLeaseBucket, "node.pbx1")
 	changed, err := r.s.SetNodes([]string{"pbx2", "pbx3"})
 	if err != nil || !changed {
 		t.Fatalf("SetNodes: changed %v, %v", changed, err)

@@ -21,22 +21,6 @@ import (
 	"github.com/amibus/amibus/pkg/publish"
 )
 
-// newRestartableEnv is newEnv on a server the test can stop and restart,
-// with the stream and the bucket on disk and clients that reconnect
-// forever.
-func newRestartableEnv(t *testing.T) (*env, *testenv.NATS) {
-	t.Helper()
-	ns := testenv.StartNATS(t)
-	nc := testenv.Connect(t, ns.ClientURL())
-	js := testenv.JetStream(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamConfig{Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, nc: nc, js: js, file: true}, ns
-}
-
 // runIngest runs an ingest on the configuration file text yaml until the
 // test ends, connected as ami-ingest connects (its options and handlers),
 // and returns its metrics.

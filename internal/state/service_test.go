@@ -3,234 +3,17 @@ package state
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/amibus/amibus/internal/testenv"
-	"github.com/amibus/amibus/pkg/publish"
 )
 
-type env struct {
-	t  *testing.T
-	nc *nats.Conn
-	js jetstream.JetStream
-	// file: the stream and the bucket on disk (a server restarted in the
-	// test keeps them); otherwise in memory.
-	file bool
-}
-
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	nc := testenv.Connect(t, testenv.StartNATS(t).ClientURL())
-	js := testenv.JetStream(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamConfig{Storage: jetstream.MemoryStorage}); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, nc: nc, js: js}
-}
-
-// pbx writes one node's messages to the stream as ami-ingest does.
-type pbx struct {
-	e       *env
-	node    string
-	session string
-	seq     uint64
-	last    uint64 // stream sequence of the last message written
-	clock   time.Time
-}
-
-func (e *env) pbx(node string) *pbx {
-	return &pbx{e: e, node: node, session: "sess-" + node + "-1", clock: time.Now().UTC().Add(-time.Hour)}
-}
-
-func (p *pbx) publish(subject, id string, v any) {
-	p.e.t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		p.e.t.Fatal(err)
-	}
-	msg := &nats.Msg{Subject: subject, Data: b, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
-	ack, err := p.e.js.PublishMsg(context.Background(), msg)
-	if err != nil {
-		p.e.t.Fatal(err)
-	}
-	p.last = ack.Sequence
-}
-
-func (p *pbx) tick() string {
-	p.clock = p.clock.Add(time.Millisecond)
-	return p.clock.Format(time.RFC3339Nano)
-}
-
-func (p *pbx) ev(name string, kv ...string) {
-	p.seq++
-	fields := map[string]any{"Event": name}
-	for i := 0; i+1 < len(kv); i += 2 {
-		fields[kv[i]] = kv[i+1]
-	}
-	p.publish("ami.events."+p.node+"."+name, fmt.Sprintf("%s-%d", p.session, p.seq), map[string]any{
-		"node": p.node, "event": name, "session": p.session, "seq": p.seq, "time": p.tick(), "fields": fields})
-}
-
-func (p *pbx) start() {
-	p.seq = 0
-	p.publish("ami.events."+p.node+"._meta", p.session+"-start", map[string]any{
-		"node": p.node, "type": "session_start", "session": p.session, "time": p.tick(), "version": "9.0.0", "owner": "test"})
-}
-
-func (p *pbx) gap(n uint64) {
-	first := p.seq + 1
-	p.seq += n
-	p.publish("ami.events."+p.node+"._meta", fmt.Sprintf("%s-gap-%d", p.session, first), map[string]any{
-		"node": p.node, "type": "gap", "session": p.session, "time": p.tick(), "first_seq": first, "last_seq": p.seq, "count": n, "reason": "buffer_full"})
-}
-
-func (p *pbx) snapshot(action string, items ...map[string]string) {
-	its := make([]map[string]any, len(items))
-	for i, it := range items {
-		its[i] = map[string]any{}
-		for k, v := range it {
-			its[i][k] = v
-		}
-	}
-	p.publish("ami.events."+p.node+"._meta", fmt.Sprintf("%s-snap-%s-%d", p.session, action, p.seq), map[string]any{
-		"node": p.node, "type": "snapshot", "session": p.session, "time": p.tick(), "action": action, "items": its})
-}
-
-func (p *pbx) newchannel(uid string) { p.ev("Newchannel", chanBlock(uid, "PJSIP/"+uid, 0)...) }
-
-// running is a Service run by a test.
-type running struct {
-	s      *Service
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func (e *env) run(cfg Config) *running { return e.runOn(e.nc, e.js, cfg) }
-
-// runOn is run on a NATS connection of the caller's.
-func (e *env) runOn(nc *nats.Conn, js jetstream.JetStream, cfg Config) *running {
-	e.t.Helper()
-	if cfg.FlushInterval == 0 {
-		cfg.FlushInterval = 10 * time.Millisecond
-	}
-	cfg.Storage = jetstream.MemoryStorage
-	if e.file {
-		cfg.Storage = jetstream.FileStorage
-	}
-	s, err := New(nc, js, cfg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{s: s, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx) }()
-	var once sync.Once
-	e.t.Cleanup(func() { once.Do(func() { r.stop(e.t) }) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	if err := <-r.done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	r.done <- nil // a second stop returns at once
-}
-
-// waitFlushed waits until the bucket holds every node's state up to stream
-// sequence pos.
-func (r *running) waitFlushed(t *testing.T, pos uint64) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch, at := r.s.Flushed()
-		if at >= pos && r.s.Ready() == nil {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("bucket not flushed to %d (at %d)", pos, at)
-		}
-	}
-}
-
-func (e *env) kv(bucket string) jetstream.KeyValue {
-	kv, err := e.js.KeyValue(context.Background(), bucket)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return kv
-}
-
-// bucketState reads the bucket's live keys of node as key -> decoded value.
-func (e *env) bucketState(bucket, node string) map[string]any {
-	e.t.Helper()
-	kv := e.kv(bucket)
-	out := map[string]any{}
-	keys, err := kv.ListKeysFiltered(context.Background(), node+".>")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for k := range keys.Keys() {
-		v, err := kv.Get(context.Background(), k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		var x any
-		if err := json.Unmarshal(v.Value(), &x); err != nil {
-			e.t.Fatal(err)
-		}
-		out[k] = x
-	}
-	return out
-}
-
-// snapshotKeys renders a whole-state answer as the keys it stands for.
-func snapshotKeys(s Snapshot) map[string]any {
-	out := map[string]any{}
-	add := func(k string, v any) {
-		b, _ := json.Marshal(v)
-		var x any
-		_ = json.Unmarshal(b, &x)
-		out[k] = x
-	}
-	for _, c := range s.Channels {
-		add(Key(s.Node, EntityChannel, c.Uniqueid), c)
-	}
-	for _, b := range s.Bridges {
-		add(Key(s.Node, EntityBridge, b.ID), b)
-	}
-	for _, q := range s.Queues {
-		add(Key(s.Node, EntityQueue, q.Name), q)
-	}
-	return out
-}
-
-func withoutStatus(m map[string]any, node string) map[string]any {
-	delete(m, StatusKey(node))
-	return m
-}
-
 func TestServiceWritesKeysAndDeletes(t *testing.T) {
-	e := newEnv(t)
-	p := e.pbx("pbx1")
-	p.start()
+	e, p := newStartedPBX(t)
 	p.snapshot("CoreShowChannels")
 	p.newchannel("1.1")
 	p.newchannel("1.2")
@@ -240,12 +23,7 @@ func TestServiceWritesKeysAndDeletes(t *testing.T) {
 	r := e.run(Config{})
 	r.waitFlushed(t, p.last)
 
-	kv := e.kv(DefaultBucket)
-	w, err := kv.Watch(context.Background(), "pbx1.channel.1_1", jetstream.UpdatesOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.Stop() }()
+	w := e.watch(DefaultBucket, "pbx1.channel.1_1")
 	got := e.bucketState(DefaultBucket, "pbx1")
 	st := got["pbx1.status"].(map[string]any)
 	if st["seq"].(float64) != float64(p.last) || st["stale"] != false || st["channels"].(float64) != 2 {
@@ -266,8 +44,8 @@ func TestServiceWritesKeysAndDeletes(t *testing.T) {
 		select {
 		case u := <-w.Updates():
 			if u.Operation() == jetstream.KeyValueDelete {
-				if _, err := kv.Get(context.Background(), "pbx1.channel.1_1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-					t.Fatalf("hung-up channel key: %v", err)
+				if _, ok := e.bucketState(DefaultBucket, "pbx1")["pbx1.channel.1_1"]; ok {
+					t.Fatal("hung-up channel key still in the bucket")
 				}
 				return
 			}
@@ -278,9 +56,7 @@ func TestServiceWritesKeysAndDeletes(t *testing.T) {
 }
 
 func TestServiceRequests(t *testing.T) {
-	e := newEnv(t)
-	p := e.pbx("pbx1")
-	p.start()
+	e, p := newStartedPBX(t)
 	p.snapshot("CoreShowChannels")
 	p.newchannel("1.1")
 	r := e.run(Config{})
@@ -332,18 +108,11 @@ func TestServiceRequests(t *testing.T) {
 // TestServiceCoalescesWrites: a channel changing far faster than the flush
 // interval is written at most once per interval, with its latest value.
 func TestServiceCoalescesWrites(t *testing.T) {
-	e := newEnv(t)
-	p := e.pbx("pbx1")
-	p.start()
+	e, p := newStartedPBX(t)
 	p.newchannel("1.1")
 	r := e.run(Config{FlushInterval: 200 * time.Millisecond})
 	r.waitFlushed(t, p.last)
-	kv := e.kv(DefaultBucket)
-	w, err := kv.Watch(context.Background(), "pbx1.channel.1_1", jetstream.UpdatesOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = w.Stop() }()
+	w := e.watch(DefaultBucket, "pbx1.channel.1_1")
 	start := time.Now()
 	for i := 0; i < 200; i++ {
 		p.ev("NewCallerid", "Uniqueid", "1.1", "CallerIDNum", fmt.Sprint(i))
@@ -374,9 +143,7 @@ func TestServiceCoalescesWrites(t *testing.T) {
 // (simulated by putting back an older checkpoint) is repaired by the next
 // start: the bucket equals a rebuild from the stream, key by key.
 func TestServiceResumeAndRepair(t *testing.T) {
-	e := newEnv(t)
-	p := e.pbx("pbx1")
-	p.start()
+	e, p := newStartedPBX(t)
 	p.snapshot("CoreShowChannels")
 	for i := 0; i < 5; i++ {
 		p.newchannel(fmt.Sprintf("1.%d", i))
@@ -437,9 +204,7 @@ func testutilCount(m *Metrics) int { return int(testutil.ToFloat64(m.Applied)) }
 // snapshot after it makes it fresh with the PBX's content, and drops what
 // the gap hid the end of.
 func TestServiceGapHealing(t *testing.T) {
-	e := newEnv(t)
-	p := e.pbx("pbx1")
-	p.start()
+	e, p := newStartedPBX(t)
 	p.snapshot("CoreShowChannels")
 	p.newchannel("1.1")
 	p.newchannel("1.2")
@@ -473,9 +238,7 @@ func TestServiceGapHealing(t *testing.T) {
 // key token, and events missing their fields, are counted; the other node's
 // state is untouched.
 func TestServiceBadInputIsolated(t *testing.T) {
-	e := newEnv(t)
-	good := e.pbx("pbx1")
-	good.start()
+	e, good := newStartedPBX(t)
 	good.newchannel("1.1")
 	bad := e.pbx("pbx2")
 	bad.ev("Hangup", "Uniqueid", "9.9")    // unknown channel

@@ -12,8 +12,7 @@ import (
 // simulator faster than the pipeline behind it).
 func BenchmarkEmitEvents(b *testing.B) {
 	s := start(b, Config{RecordLimit: -1})
-	c := dial(b, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(b, s)
 	c.do("Action: Events", "EventMask: on")
 	drained := make(chan int64)
 	go func() {

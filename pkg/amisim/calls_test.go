@@ -47,8 +47,7 @@ func callServer(t *testing.T, cfg Config) (*Server, *client) {
 		cfg.CallDuration = time.Minute
 	}
 	s := start(t, cfg)
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	r := c.do("Action: Originate", "Channel: Local/200@demo", "Exten: 100", "Context: demo", "Priority: 1",
 		"Async: true", "ActionID: o")
 	if r.get("Message") != "Originate successfully queued" {
@@ -276,8 +275,7 @@ func TestTraffic(t *testing.T) {
 // TestTrafficFast: calls as fast as possible, whole calls only.
 func TestTrafficFast(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	c.do("Action: Events", "EventMask: call")
 	s.StartTraffic(-1)
 	waitFor(t, s, "events", func() bool { return s.SentEventCount() >= 1000 })
@@ -397,8 +395,7 @@ func TestOriginateVariables(t *testing.T) {
 // --END COMMAND--.
 func TestLegacyCommand(t *testing.T) {
 	s := start(t, Config{LegacyCommand: true})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	read := func() string {
 		var b strings.Builder
 		_ = c.nc.SetReadDeadline(time.Now().Add(testTimeout))
@@ -521,8 +518,7 @@ func TestSecurityEvents(t *testing.T) {
 // from a transcript.
 func TestSourceDerivedErrors(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	c.write("\r\n") // an empty message is a message without Action
 	if r := c.mustRead(); r.get("Message") != errMissingAction {
 		t.Fatalf("empty message: %v", r)

@@ -15,9 +15,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testTimeout bounds every wait in these tests; none is expected to come
 // near it.
@@ -221,6 +219,15 @@ func (c *client) login(user, secret, ev string) {
 			c.t.Fatalf("after login: %v", m)
 		}
 	}
+}
+
+// loggedIn dials s and logs in as ami with events off, as most tests'
+// clients begin.
+func loggedIn(t testing.TB, s *Server) *client {
+	t.Helper()
+	c := dial(t, s)
+	c.login("ami", "amisecret", "off")
+	return c
 }
 
 // start starts a Server closed at the end of the test.

@@ -43,8 +43,7 @@ func TestDropConnections(t *testing.T) {
 	b.expectEOF()
 	waitFor(t, s, "no connections", func() bool { return s.Connections() == 0 && s.ActiveSessions("") == 0 })
 
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	if r := c.do("Action: Ping", "ActionID: fresh-1"); r.get("Ping") != "Pong" {
 		t.Fatalf("ping after reconnect: %v", r)
 	}
@@ -61,8 +60,7 @@ func TestDropConnections(t *testing.T) {
 // order.
 func TestStopReadingBacksUpClient(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	s.SetStopReading(true)
 	ping := "Action: Ping\r\nActionID: backlog\r\n\r\n"
 	chunk := strings.Repeat(ping, 1<<12) // 150 KiB
@@ -95,8 +93,7 @@ func TestStopReadingBacksUpClient(t *testing.T) {
 // goes on with the next action.
 func TestNeverAnswer(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	s.SetNeverAnswer("PING", true)
 	c.send("Action: ping", "ActionID: lost")
 	if r := c.do("Action: CoreStatus", "ActionID: next"); r.get("ActionID") != "next" {
@@ -115,8 +112,7 @@ func TestNeverAnswer(t *testing.T) {
 // time, as in Asterisk) the next action's answer after it.
 func TestAnswerDelay(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	const d = 300 * time.Millisecond
 	s.SetAnswerDelay("ping", d)
 	t0 := time.Now()
@@ -163,8 +159,7 @@ func expectReset(t *testing.T, s *Server) {
 // keep working; turning it off restores the banner.
 func TestRefuse(t *testing.T) {
 	s := start(t, Config{})
-	a := dial(t, s)
-	a.login("ami", "amisecret", "off")
+	a := loggedIn(t, s)
 	s.SetRefuse(true)
 	expectReset(t, s)
 	if got := s.Stats().Refused; got != 1 {
@@ -275,8 +270,7 @@ func TestAuthTimeout(t *testing.T) {
 		t.Errorf("AuthTimeouts = %d, want 1", got)
 	}
 	// A logged-in session is not subject to it.
-	c2 := dial(t, s)
-	c2.login("ami", "amisecret", "off")
+	c2 := loggedIn(t, s)
 	s.SetAnswerDelay("Ping", 2*d)
 	if r := c2.do("Action: Ping"); r.get("Ping") != "Pong" {
 		t.Fatalf("logged-in session: %v", r)
@@ -385,8 +379,7 @@ func TestMaxConns(t *testing.T) {
 // oversized message) and are not recorded as events.
 func TestEmitRaw(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off") // raw bytes ignore event masks
+	c := loggedIn(t, s) // raw bytes ignore event masks
 	anon := dial(t, s)
 	anon.banner()
 	s.EmitRaw([]byte("this is not AMI\r\n\r\n"))

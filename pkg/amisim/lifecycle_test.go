@@ -81,8 +81,7 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("address %s used twice", s.Addr())
 		}
 		seen[s.Addr()] = true
-		c := dial(t, s)
-		c.login("ami", "amisecret", "off")
+		c := loggedIn(t, s)
 		if r := c.do("Action: CoreSettings"); r.get("SystemName") != s.Node() {
 			t.Errorf("SystemName %q", r.get("SystemName"))
 		}

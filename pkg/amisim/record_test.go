@@ -1,7 +1,6 @@
 package amisim
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"reflect"
@@ -45,11 +44,10 @@ func TestSentEventsExact(t *testing.T) {
 	c.send("Action: Login", "Username: ami", "Secret: amisecret")
 	// Read the raw bytes to compare with what the Server recorded.
 	var raw []string
-	r := bufio.NewReader(c.nc)
 	for len(raw) < 3 {
 		var msg strings.Builder
 		for {
-			l, err := r.ReadString('\n')
+			l, err := c.r.ReadString('\n')
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +58,6 @@ func TestSentEventsExact(t *testing.T) {
 		}
 		raw = append(raw, msg.String())
 	}
-	c.r = r
 	c.do("Action: CoreShowChannels", "ActionID: list") // list items are not events
 	c.readUntil("Event: CoreShowChannelsComplete")
 	s.Emit("UserEvent", [2]string{"UserEvent", "x"}, [2]string{"Blank", ""})
@@ -161,8 +158,7 @@ func TestWaitUntil(t *testing.T) {
 		defer cancel()
 		done <- s.WaitUntil(ctx, func() bool { return s.Logins() == 1 })
 	}()
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	loggedIn(t, s)
 	if err := <-done; err != nil {
 		t.Fatalf("WaitUntil: %v", err)
 	}

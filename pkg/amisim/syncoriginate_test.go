@@ -12,10 +12,8 @@ import (
 // user is served at once.
 func TestSyncOriginateHoldsItsConnection(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
-	other := dial(t, s)
-	other.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
+	other := loggedIn(t, s)
 
 	const hold = 400 * time.Millisecond
 	t0 := time.Now()
@@ -48,8 +46,7 @@ func TestSyncOriginateHoldsItsConnection(t *testing.T) {
 // no Timeout header the ringing one would wait Asterisk's 30 s default.
 func TestSyncOriginateAnsweredExtension(t *testing.T) {
 	s := start(t, Config{})
-	c := dial(t, s)
-	c.login("ami", "amisecret", "off")
+	c := loggedIn(t, s)
 	r := c.do("Action: Originate", "Channel: Local/200@demo", "Exten: 100", "Context: demo", "Priority: 1", "ActionID: ok")
 	if r.get("Response") != "Success" || r.get("Message") != "Originate successfully queued" {
 		t.Fatalf("sync Originate to an answering extension: %v", r)
@@ -68,8 +65,7 @@ func TestSyncOriginateAnsweredExtension(t *testing.T) {
 // is gone.
 func TestSingleLogin(t *testing.T) {
 	s := start(t, Config{SingleLogin: true, AuthFailDelay: 10 * time.Millisecond})
-	first := dial(t, s)
-	first.login("ami", "amisecret", "off")
+	first := loggedIn(t, s)
 	second := dial(t, s)
 	second.banner()
 	if r := second.do("Action: Login", "Username: ami", "Secret: amisecret", "ActionID: l2"); r.get("Response") != "Error" ||
@@ -80,6 +76,5 @@ func TestSingleLogin(t *testing.T) {
 	other.login("ami2", "amisecret2", "off")
 	first.do("Action: Logoff")
 	waitFor(t, s, "the first session gone", func() bool { return s.ActiveSessions("ami") == 0 })
-	third := dial(t, s)
-	third.login("ami", "amisecret", "off")
+	loggedIn(t, s) // succeeds: the first session is gone
 }

@@ -70,22 +70,14 @@ func TestTemplatesDerivedFromTranscripts(t *testing.T) {
 		}[v]; ok {
 			v = r
 		}
-		switch {
-		case event == "OriginateResponse" && key == "ActionID":
-			v = "${ACTIONID}"
-		case event == "OriginateResponse" && key == "Context":
-			v = "${OCONTEXT}"
-		case event == "OriginateResponse" && key == "Exten":
-			v = "${OEXTEN}"
-		case event == "Cdr" && key == "StartTime":
-			v = "${CDRSTART}"
-		case event == "Cdr" && key == "AnswerTime":
-			v = "${CDRANSWER}"
-		case event == "Cdr" && key == "EndTime":
-			v = "${CDREND}"
-		case event == "Cdr" && (key == "Duration" || key == "BillableSeconds"):
-			v = "${CDRDUR}"
-		case event == "VarSet" && key == "Value" && v != "":
+		if r, ok := map[string]map[string]string{
+			"OriginateResponse": {"ActionID": "${ACTIONID}", "Context": "${OCONTEXT}", "Exten": "${OEXTEN}"},
+			"Cdr": {"StartTime": "${CDRSTART}", "AnswerTime": "${CDRANSWER}", "EndTime": "${CDREND}",
+				"Duration": "${CDRDUR}", "BillableSeconds": "${CDRDUR}"},
+		}[event][key]; ok {
+			return r
+		}
+		if event == "VarSet" && key == "Value" && v != "" {
 			switch prev[len(prev)-1][1] {
 			case "ANSWEREDTIME", "DIALEDTIME":
 				v = "${DURS}"

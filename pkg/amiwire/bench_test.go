@@ -2,8 +2,6 @@ package amiwire
 
 import (
 	"bufio"
-	"bytes"
-	"io"
 	"testing"
 )
 
@@ -13,24 +11,13 @@ import (
 // size measured under load in the transcripts' README.
 func eventStream(tb testing.TB) (stream []byte, events int) {
 	tb.Helper()
-	r := NewReader(bufio.NewReader(bytes.NewReader(readTestdata(tb, "07-originate-events.server.raw"))))
-	if _, err := r.ReadBanner(); err != nil {
-		tb.Fatal(err)
-	}
-	var m Message
-	for {
-		err := r.ReadMessage(&m)
-		if err == io.EOF {
-			return stream, events
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
+	for _, m := range readFile(tb, "07-originate-events.server.raw").msgs {
 		if m.Kind() == KindEvent {
 			stream = append(stream, m.String()...)
 			events++
 		}
 	}
+	return stream, events
 }
 
 // BenchmarkReadEvents reads an endless stream of real events through a 64 KiB

@@ -162,3 +162,53 @@ func TestEncoderAgreesWithAsterisk(t *testing.T) {
 		t.Errorf("%d actions in 06, want 15", actions)
 	}
 }
+
+func FuzzEncode(f *testing.F) {
+	f.Add("Originate", "amibus.pbx1.1.42", "Channel", "Local/100@demo", "Variable", "A=1")
+	f.Add("Login", "login-1", "Username", "ami", "Secret", "amisecret")
+	f.Add("Ping", "", "X", "a\r\nAction: Command", "Y", "")
+	f.Add("Filter", "f", "Filter", "Event: Newchannel", "Operation", "  Add  ")
+	f.Add("Ping", " id", "ActionID", "x", "Bad Key", "v")
+	f.Add("Command", "c", "Command", strings.Repeat("y", 1014), "K", "\x00")
+	f.Fuzz(func(t *testing.T, name, id, k1, v1, k2, v2 string) {
+		hs := []Header{{k1, v1}, {k2, v2}}
+		dst := []byte("prefix")
+		out, err := AppendAction(dst, name, id, hs)
+		if err != nil {
+			var ee *EncodeError
+			if !errors.As(err, &ee) || string(out) != "prefix" || len(out) != len(dst) {
+				t.Fatalf("refusal %v changed dst to %q", err, out)
+			}
+			return
+		}
+		if strings.ContainsAny(name+id+k1+v1+k2+v2, "\r\n") {
+			t.Fatalf("accepted CR or LF: %q", out)
+		}
+		wire := out[len(dst):]
+		lines := bytes.SplitAfter(wire, []byte("\r\n"))
+		if len(lines) > MaxActionLines+2 { // +1 empty line, +1 empty tail of the split
+			t.Fatalf("%d lines", len(lines))
+		}
+		for _, l := range lines {
+			if len(l) > MaxActionLine {
+				t.Fatalf("line of %d bytes: %q", len(l), l)
+			}
+		}
+		var m Message
+		r := NewReader(bufio.NewReader(bytes.NewReader(wire)))
+		if err := r.ReadMessage(&m); err != nil {
+			t.Fatalf("%q does not read back: %v", wire, err)
+		}
+		want := []Header{{"Action", name}}
+		if id != "" {
+			want = append(want, Header{"ActionID", id})
+		}
+		want = append(want, hs...)
+		if got := headerList(&m); !slices.Equal(got, want) || m.Size() != len(wire) {
+			t.Fatalf("%q reads back as %q (%d bytes)", wire, got, m.Size())
+		}
+		if err := r.ReadMessage(&m); err != io.EOF {
+			t.Fatalf("after the action: %v", err)
+		}
+	})
+}

@@ -205,7 +205,7 @@ func TestReadTranscripts(t *testing.T) {
 	}
 }
 
-func readFile(t *testing.T, name string) readResult {
+func readFile(t testing.TB, name string) readResult {
 	t.Helper()
 	res := readStream(t, NewReader(bufio.NewReader(bytes.NewReader(readTestdata(t, name)))), true)
 	if res.end != io.EOF || len(res.errs) != 0 {
@@ -776,5 +776,97 @@ func TestResetSwapsTheBufferBetweenMessages(t *testing.T) {
 	}
 	if err := r.ReadMessage(&m); err != io.EOF {
 		t.Errorf("after the last message: %v, want io.EOF", err)
+	}
+}
+
+// Small caps make the fuzzer reach them with short inputs.
+const (
+	fuzzMaxBytes   = 512
+	fuzzMaxHeaders = 16
+)
+
+func FuzzReader(f *testing.F) {
+	files, err := filepath.Glob("testdata/*.raw")
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no seed corpus: %v", err)
+	}
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{
+		"Response: Follows\r\nPrivilege: Command\r\nout: put\n\n--END COMMAND--\r\n\r\n",
+		"Response: Follows\r\nx--END COMMAND--\r\nstray\r\n\r\nEvent: A\r\n\r\n",
+		"Event: A\nK:v\nK: \n:x\nnocolon\n\n\n",
+		"Asterisk Call Manager/9.0.0\r\nEvent: A\r\nLanguage: e",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bufio.NewReaderSize(bytes.NewReader(data), 16),
+			WithMaxBytes(fuzzMaxBytes), WithMaxHeaders(fuzzMaxHeaders))
+		if bytes.HasPrefix(data, []byte("Asterisk")) {
+			if _, err := r.ReadBanner(); err != nil {
+				return
+			}
+		}
+		var m, back Message
+		consumed := 0
+		// Every call consumes at least one byte or ends the stream.
+		for range len(data) + 2 {
+			err := r.ReadMessage(&m)
+			if cap(m.buf) > 4*fuzzMaxBytes || cap(m.fields) > 4*fuzzMaxHeaders {
+				t.Fatalf("buffers grew to %d bytes, %d fields", cap(m.buf), cap(m.fields))
+			}
+			var le *LimitError
+			var pe *ProtocolError
+			switch {
+			case err == nil:
+				if m.Size() <= 0 || m.Size() > fuzzMaxBytes || m.Len() == 0 || m.Len() > fuzzMaxHeaders {
+					t.Fatalf("message of %d bytes, %d headers", m.Size(), m.Len())
+				}
+				consumed += m.Size()
+				checkRoundTrip(t, &m, &back)
+			case errors.As(err, &le):
+				if m.Len() != 0 || le.Size > len(data) ||
+					errors.Is(err, ErrMessageTooLarge) && le.Size <= fuzzMaxBytes ||
+					errors.Is(err, ErrTooManyHeaders) && le.Limit != fuzzMaxHeaders {
+					t.Fatalf("bad limit error %+v, %d headers left", *le, m.Len())
+				}
+				consumed += le.Size
+			case errors.As(err, &pe):
+				if m.Len() != 0 || len(pe.Excerpt) > excerptMax {
+					t.Fatalf("bad protocol error %v", pe)
+				}
+			case err == io.EOF:
+				if consumed > len(data) {
+					t.Fatalf("consumed %d of %d bytes", consumed, len(data))
+				}
+				return
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				if again := r.ReadMessage(&m); again != err || m.Len() != 0 {
+					t.Fatalf("truncation not sticky: %v then %v", err, again)
+				}
+				return
+			default:
+				t.Fatalf("unexpected error %v", err)
+			}
+		}
+		t.Fatal("ReadMessage made no progress")
+	})
+}
+
+// checkRoundTrip renders m and reads it back: the same kind, form and headers.
+func checkRoundTrip(t *testing.T, m, back *Message) {
+	t.Helper()
+	text := m.String()
+	if err := NewReader(bufio.NewReader(strings.NewReader(text))).ReadMessage(back); err != nil {
+		t.Fatalf("rendered message %q does not read back: %v", text, err)
+	}
+	if back.Kind() != m.Kind() || back.IsFollows() != m.IsFollows() || !slices.Equal(headerList(back), headerList(m)) {
+		t.Fatalf("round trip changed the message:\n%q\n%q", text, back.String())
 	}
 }

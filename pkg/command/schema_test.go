@@ -27,11 +27,7 @@ func TestRequestExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			schemaErr := rs.Validate(v)
+			schemaErr := validate(t, rs, data)
 			subject := ""
 			if strings.HasPrefix(name, "valid-subject-") {
 				subject = "QueueStatus"
@@ -59,12 +55,21 @@ func TestRequestSchemaEmbeddedExamples(t *testing.T) {
 		t.Fatalf("examples: %v (%d)", err, len(doc.Examples))
 	}
 	for i, ex := range doc.Examples {
-		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader(ex))
-		if err := rs.Validate(v); err != nil {
+		if err := validate(t, rs, ex); err != nil {
 			t.Errorf("example %d: %v", i, err)
 		}
 		if _, err := DecodeRequest(ex, "Command", 0); err != nil && !strings.Contains(err.Error(), "does not match") {
 			t.Errorf("example %d refused by the decoder: %v", i, err)
 		}
 	}
+}
+
+// validate is the schema rs's verdict on data, which must be JSON.
+func validate(t *testing.T, rs *jsonschema.Schema, data []byte) error {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs.Validate(v)
 }

@@ -136,6 +136,15 @@ func (env *testEnv) outcome(node, action, outcome string) float64 {
 	return testutil.ToFloat64(env.m.Actions.WithLabelValues(node, action, outcome))
 }
 
+// wantOutcome fails the test unless ami_actions_total counts want
+// requests with these labels.
+func (env *testEnv) wantOutcome(t *testing.T, node, action, outcome string, want float64) {
+	t.Helper()
+	if got := env.outcome(node, action, outcome); got != want {
+		t.Fatalf("ami_actions_total{node=%q,action=%q,outcome=%q} = %v, want %v", node, action, outcome, got, want)
+	}
+}
+
 func TestServerSuccess(t *testing.T) {
 	snd := echoSender()
 	env := newEnv(t, 0, Nodes{"pbx1": snd})
@@ -150,9 +159,7 @@ func TestServerSuccess(t *testing.T) {
 	if a.Name != "Originate" || fmt.Sprint(a.Headers) != "[{Channel Local/100@demo} {Variable A=1} {Variable B=2} {Async true}]" {
 		t.Fatalf("sent %+v", a)
 	}
-	if got := env.outcome("pbx1", "Originate", "ok"); got != 1 {
-		t.Fatalf("ok outcome = %v", got)
-	}
+	env.wantOutcome(t, "pbx1", "Originate", "ok", 1)
 	if n := testutil.CollectAndCount(env.m.ActionDuration); n != 1 {
 		t.Fatalf("%d duration series", n)
 	}
@@ -239,9 +246,7 @@ func TestServerErrorCodes(t *testing.T) {
 			if got := snd.calls.Load(); got != tt.wantCalls {
 				t.Fatalf("Sender called %d times, want %d", got, tt.wantCalls)
 			}
-			if got := env.outcome(tt.wantLabel[0], tt.wantLabel[1], string(tt.wantCode)); got != 1 {
-				t.Fatalf("ami_actions_total{node=%q,action=%q,outcome=%q} = %v, want 1", tt.wantLabel[0], tt.wantLabel[1], tt.wantCode, got)
-			}
+			env.wantOutcome(t, tt.wantLabel[0], tt.wantLabel[1], string(tt.wantCode), 1)
 			if testutil.CollectAndCount(env.m.Actions) != 1 {
 				t.Fatal("more than one outcome counted")
 			}
@@ -363,12 +368,9 @@ func TestServerTimeoutPrecision(t *testing.T) {
 	if got := testutil.ToFloat64(env.m.LateResponses.WithLabelValues("pbx1")); got != 1 {
 		t.Fatalf("late responses = %v, want 1", got)
 	}
-	if got := env.outcome("pbx1", "Ping", "timeout"); got != 1 {
-		t.Fatalf("timeout outcome = %v", got)
-	}
-	if got := env.outcome("pbx1", "Ping", "ok"); got != 0 {
-		t.Fatalf("ok outcome = %v for a discarded answer", got)
-	}
+	env.wantOutcome(t, "pbx1", "Ping", "timeout", 1)
+	// A discarded answer is not counted ok.
+	env.wantOutcome(t, "pbx1", "Ping", "ok", 0)
 }
 
 func shutdown(t *testing.T, s *Server) {
@@ -561,9 +563,7 @@ func TestServerOverloaded(t *testing.T) {
 		t.Fatalf("reply %+v", r)
 	}
 	t.Logf("overloaded reply in %v", time.Since(start))
-	if got := env.outcome("pbx1", "Originate", "overloaded"); got != 1 {
-		t.Fatalf("overloaded outcome = %v", got)
-	}
+	env.wantOutcome(t, "pbx1", "Originate", "overloaded", 1)
 	if snd.calls.Load() != 2 {
 		t.Fatalf("Sender called %d times", snd.calls.Load())
 	}
@@ -589,9 +589,7 @@ func TestServerReplyTooLarge(t *testing.T) {
 	if r.OK || r.Error.Code != CodeTooLarge || !strings.Contains(r.Error.Message, "65536") {
 		t.Fatalf("reply %+v", r.Error)
 	}
-	if got := env.outcome("pbx1", "Command", "too_large"); got != 1 {
-		t.Fatalf("too_large outcome = %v", got)
-	}
+	env.wantOutcome(t, "pbx1", "Command", "too_large", 1)
 }
 
 // TestServerLabelsAreBounded: unknown nodes and actions do not create
@@ -608,15 +606,9 @@ func TestServerLabelsAreBounded(t *testing.T) {
 		env.request(t, "ami.action.pbx1", fmt.Sprintf(`{"action":"Custom%d"}`, i))
 	}
 	env.request(t, "ami.action.pbx1.mydenied", ``)
-	if got := env.outcome("unknown", "Ping", "unknown_node"); got != 5 {
-		t.Fatalf("unknown node outcome = %v", got)
-	}
-	if got := env.outcome("pbx1", "other", "ok"); got != 5 {
-		t.Fatalf("other action outcome = %v", got)
-	}
-	if got := env.outcome("pbx1", "MyDenied", "forbidden"); got != 1 {
-		t.Fatalf("configured action label: %v", got)
-	}
+	env.wantOutcome(t, "unknown", "Ping", "unknown_node", 5)
+	env.wantOutcome(t, "pbx1", "other", "ok", 5)
+	env.wantOutcome(t, "pbx1", "MyDenied", "forbidden", 1)
 	if n := testutil.CollectAndCount(env.m.Actions); n != 3 {
 		t.Fatalf("%d action series, want 3", n)
 	}
@@ -836,7 +828,5 @@ func TestServerSetNodes(t *testing.T) {
 	if one.calls.Load() != 1 || two.calls.Load() != 1 {
 		t.Fatalf("calls: pbx1 %d, pbx2 %d; want 1 each", one.calls.Load(), two.calls.Load())
 	}
-	if got := env.outcome("unknown", "Ping", string(CodeUnknownNode)); got != 2 {
-		t.Fatalf("unknown_node under node=unknown: %v, want 2", got)
-	}
+	env.wantOutcome(t, "unknown", "Ping", string(CodeUnknownNode), 2)
 }

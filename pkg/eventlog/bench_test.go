@@ -2,8 +2,9 @@ package eventlog_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,39 +15,100 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/pkg/amiwire"
 	"github.com/amibus/amibus/pkg/eventlog"
-	"github.com/amibus/amibus/pkg/publish"
 )
 
 // benchStored is how many events the read benchmarks store and read back
 // per round.
 const benchStored = 200_000
 
+// BenchmarkReadVsRaw stores benchStored real call events in a file stream
+// on a nats-server in a process of its own, then reads them all, in alternating rounds (one
+// round per b.N), with the package and with a bare nats.go ordered
+// consumer. It reports both rates (events/s) and their ratio.
+//
+// With EVENTLOG_BENCH_NATS set to a nats CLI binary, each round also runs
+// `nats bench js ordered` on the same stream and the median of its rate is
+// reported (nats-cli-msgs/s).
+//
+//	go test -run '^$' -bench ReadVsRaw -benchtime 5x -count 3 ./pkg/eventlog/
+func BenchmarkReadVsRaw(b *testing.B) {
+	e := startServerProcess(b)
+	size := fillStream(b, e, benchStored)
+	b.Logf("stored %d events, %d bytes of payload each on average", benchStored, size)
+	cli := os.Getenv("EVENTLOG_BENCH_NATS")
+	var tPkg, tRaw, cPkg, cRaw time.Duration
+	pkgRound := func() {
+		c := cpuTime()
+		tPkg += readEventlog(b, e.js, benchStored)
+		cPkg += cpuTime() - c
+	}
+	rawRound := func() {
+		c := cpuTime()
+		tRaw += readRaw(b, e.js, benchStored)
+		cRaw += cpuTime() - c
+	}
+	var cliRates []float64
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			pkgRound()
+			rawRound()
+		} else {
+			rawRound()
+			pkgRound()
+		}
+		if cli != "" {
+			cliRates = append(cliRates, natsCLIRate(b, cli, e.url, benchStored+1))
+		}
+	}
+	b.StopTimer()
+	if len(cliRates) > 0 {
+		slices.Sort(cliRates)
+		b.ReportMetric(cliRates[len(cliRates)/2], "nats-cli-msgs/s")
+	}
+	n := float64(benchStored * b.N)
+	pkg, raw := n/tPkg.Seconds(), n/tRaw.Seconds()
+	b.ReportMetric(pkg, "eventlog-events/s")
+	b.ReportMetric(raw, "raw-events/s")
+	b.ReportMetric(pkg/raw, "ratio")
+	// CPU of the reader's process (the server runs in another) per event:
+	// on a shared machine, steadier than the rates.
+	b.ReportMetric(float64(cPkg.Nanoseconds())/n, "eventlog-cpu-ns/event")
+	b.ReportMetric(float64(cRaw.Nanoseconds())/n, "raw-cpu-ns/event")
+	b.ReportMetric(0, "ns/op")
+}
+
 // callEvents are the events of a real call (the 07 transcript that
-// pkg/publish's benchmarks use), about 370 bytes on the AMI wire each.
+// pkg/publish's benchmarks use), about 370 bytes on the AMI wire each, read
+// as ami-ingest reads them.
 func callEvents(b *testing.B) []*amiwire.Message {
 	b.Helper()
-	raw, err := os.ReadFile("../publish/testdata/07-originate-events.server.raw")
+	f, err := os.Open("../publish/testdata/07-originate-events.server.raw")
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer f.Close()
+	r := amiwire.NewReader(bufio.NewReader(f))
+	if _, err := r.ReadBanner(); err != nil {
+		b.Fatal(err)
+	}
 	var out []*amiwire.Message
-	m := &amiwire.Message{}
-	for _, l := range strings.Split(string(raw), "\r\n")[1:] {
-		if l == "" {
-			if m.Len() > 0 && bytes.EqualFold(m.Key(0), []byte("Event")) {
-				out = append(out, m)
-			}
-			m = &amiwire.Message{}
-			continue
+	for {
+		m := &amiwire.Message{}
+		err := r.ReadMessage(m)
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		k, v, _ := strings.Cut(l, ":")
-		m.Add(k, strings.TrimPrefix(v, " "))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m.Kind() == amiwire.KindEvent {
+			out = append(out, m)
+		}
 	}
 	if len(out) == 0 {
 		b.Fatal("no events")
@@ -60,25 +122,17 @@ func fillStream(b *testing.B, e *env, n int) int {
 	b.Helper()
 	events := callEvents(b)
 	e.start("pbx1", "bench")
-	ctx := context.Background()
-	var buf []byte
 	total := 0
 	const window = 2000 // under nats.go's 4000 async publishes in flight
 	for i := 1; i <= n; i++ {
-		m := events[i%len(events)]
-		it := eventq.Item{Kind: eventq.KindEvent, Session: "bench", Seq: uint64(i), Time: time.Now(), Msg: m}
-		buf = publish.AppendEvent(buf[:0], "pbx1", &it, nil)
-		total += len(buf)
-		msg := nats.NewMsg(publish.EventSubject("ami", "pbx1", m.Name()))
-		msg.Data = append([]byte(nil), buf...)
-		msg.Header.Set(jetstream.MsgIDHeader, "bench-"+strconv.Itoa(i))
-		if _, err := e.js.PublishMsgAsync(msg); err != nil {
+		s := eventlog.StoredEvent(e.prefix, "pbx1", "bench", uint64(i), time.Now(), events[i%len(events)])
+		total += len(s.Data)
+		if _, err := e.js.PublishMsgAsync(s.Msg()); err != nil {
 			b.Fatal(err)
 		}
 		if i%window == 0 || i == n {
 			select {
 			case <-e.js.PublishAsyncComplete():
-			case <-ctx.Done():
 			case <-time.After(time.Minute):
 				b.Fatal("publish did not complete")
 			}
@@ -200,67 +254,5 @@ func startServerProcess(b *testing.B) *env {
 	if err != nil {
 		b.Fatalf("server process: %v", err)
 	}
-	e := &env{t: b, prefix: publish.DefaultPrefix, url: strings.TrimSpace(url)}
-	e.connect()
-	if _, err := publish.EnsureStream(context.Background(), e.js, publish.StreamConfig{}); err != nil {
-		b.Fatal(err)
-	}
-	return e
-}
-
-// BenchmarkReadVsRaw stores benchStored real call events in a file stream
-// on a nats-server in a process of its own, then reads them all, in alternating rounds (one
-// round per b.N), with the package and with a bare nats.go ordered
-// consumer. It reports both rates (events/s) and their ratio.
-//
-// With EVENTLOG_BENCH_NATS set to a nats CLI binary, each round also runs
-// `nats bench js ordered` on the same stream and the median of its rate is
-// reported (nats-cli-msgs/s).
-//
-//	go test -run '^$' -bench ReadVsRaw -benchtime 5x -count 3 ./pkg/eventlog/
-func BenchmarkReadVsRaw(b *testing.B) {
-	e := startServerProcess(b)
-	size := fillStream(b, e, benchStored)
-	b.Logf("stored %d events, %d bytes of payload each on average", benchStored, size)
-	cli := os.Getenv("EVENTLOG_BENCH_NATS")
-	var tPkg, tRaw, cPkg, cRaw time.Duration
-	pkgRound := func() {
-		c := cpuTime()
-		tPkg += readEventlog(b, e.js, benchStored)
-		cPkg += cpuTime() - c
-	}
-	rawRound := func() {
-		c := cpuTime()
-		tRaw += readRaw(b, e.js, benchStored)
-		cRaw += cpuTime() - c
-	}
-	var cliRates []float64
-	b.ResetTimer()
-	for i := range b.N {
-		if i%2 == 0 {
-			pkgRound()
-			rawRound()
-		} else {
-			rawRound()
-			pkgRound()
-		}
-		if cli != "" {
-			cliRates = append(cliRates, natsCLIRate(b, cli, e.url, benchStored+1))
-		}
-	}
-	b.StopTimer()
-	if len(cliRates) > 0 {
-		slices.Sort(cliRates)
-		b.ReportMetric(cliRates[len(cliRates)/2], "nats-cli-msgs/s")
-	}
-	n := float64(benchStored * b.N)
-	pkg, raw := n/tPkg.Seconds(), n/tRaw.Seconds()
-	b.ReportMetric(pkg, "eventlog-events/s")
-	b.ReportMetric(raw, "raw-events/s")
-	b.ReportMetric(pkg/raw, "ratio")
-	// CPU of the reader's process (the server runs in another) per event:
-	// on a shared machine, steadier than the rates.
-	b.ReportMetric(float64(cPkg.Nanoseconds())/n, "eventlog-cpu-ns/event")
-	b.ReportMetric(float64(cRaw.Nanoseconds())/n, "raw-cpu-ns/event")
-	b.ReportMetric(0, "ns/op")
+	return dialEnv(b, strings.TrimSpace(url), jetstream.FileStorage)
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/amibus/amibus/internal/eventq"
@@ -15,19 +14,8 @@ import (
 	"github.com/amibus/amibus/pkg/publish"
 )
 
-var t0 = time.Date(2026, 11, 23, 1, 41, 56, 154302117, time.UTC)
-
-func amiMsg(kv ...string) *amiwire.Message {
-	m := &amiwire.Message{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m.Add(kv[i], kv[i+1])
-	}
-	return m
-}
-
 func eventPayload(node, session string, seq uint64, m *amiwire.Message) []byte {
-	it := eventq.Item{Kind: eventq.KindEvent, Session: session, Seq: seq, Time: t0, Msg: m}
-	return publish.AppendEvent(nil, node, &it, nil)
+	return StoredEvent("ami", node, session, seq, T0, m).Data
 }
 
 func decodeOne(t testing.TB, subject string, data []byte) *Entry {
@@ -39,13 +27,13 @@ func decodeOne(t testing.TB, subject string, data []byte) *Entry {
 }
 
 func TestDecodeEventFieldsConvention(t *testing.T) {
-	m := amiMsg("Event", "VarSet", "Channel", "Local/200@demo-00000002;1", "Variable", "A=1",
+	m := AMIMessage("Event", "VarSet", "Channel", "Local/200@demo-00000002;1", "Variable", "A=1",
 		"AccountCode", "", "Variable", "B=\"2\"\\", "Note", "tab\there\r\n", "", "no colon line", "Uni", "ü€𝄞")
 	e := decodeOne(t, "ami.events.pbx1.VarSet", eventPayload("pbx1", "s1", 42, m))
 	if e.Kind != KindEvent {
 		t.Fatalf("kind %v: %v", e.Kind, e.Invalid.Err)
 	}
-	if e.StreamSeq != 7 || e.Node != "pbx1" || e.Session != "s1" || e.Seq != 42 || !e.Time.Equal(t0) || e.Event.Name != "VarSet" {
+	if e.StreamSeq != 7 || e.Node != "pbx1" || e.Session != "s1" || e.Seq != 42 || !e.Time.Equal(T0) || e.Event.Name != "VarSet" {
 		t.Fatalf("entry %+v", e)
 	}
 	want := Fields{
@@ -75,10 +63,7 @@ func TestDecodeEventFieldsConvention(t *testing.T) {
 }
 
 func TestDecodeMarkers(t *testing.T) {
-	meta := func(it eventq.Item) []byte {
-		it.Time = t0
-		return publish.AppendMeta(nil, "pbx1", &it, nil, publish.SnapshotLimits{})
-	}
+	meta := func(it eventq.Item) []byte { return StoredMeta("ami", "pbx1", it).Data }
 	const subj = "ami.events.pbx1._meta"
 	e := decodeOne(t, subj, meta(eventq.Item{Kind: eventq.KindSessionStart, Session: "s1", Version: "5.0.2", Owner: "i1"}))
 	if e.Kind != KindSessionStart || e.Start.Version != "5.0.2" || e.Start.Owner != "i1" || e.Session != "s1" {
@@ -93,8 +78,8 @@ func TestDecodeMarkers(t *testing.T) {
 		t.Fatalf("gap %+v", e)
 	}
 	items := []*amiwire.Message{
-		amiMsg("Event", "CoreShowChannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1"),
-		amiMsg("Event", "CoreShowChannel", "Channel", "PJSIP/200-2", "Uniqueid", "1.2", "Variable", "X=1", "Variable", "Y=2"),
+		AMIMessage("Event", "CoreShowChannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1"),
+		AMIMessage("Event", "CoreShowChannel", "Channel", "PJSIP/200-2", "Uniqueid", "1.2", "Variable", "X=1", "Variable", "Y=2"),
 	}
 	e = decodeOne(t, subj, meta(eventq.Item{Kind: eventq.KindSnapshot, Session: "s1", Action: "CoreShowChannels", Items: items, Total: 2}))
 	if e.Kind != KindSnapshot || e.Snapshot.Action != "CoreShowChannels" || e.Snapshot.Truncated || e.Snapshot.Total != 2 ||
@@ -103,7 +88,7 @@ func TestDecodeMarkers(t *testing.T) {
 		t.Fatalf("snapshot %+v", e.Snapshot)
 	}
 	// Cut short by the item cap: truncated with the total returned.
-	data := publish.AppendMeta(nil, "pbx1", &eventq.Item{Kind: eventq.KindSnapshot, Session: "s1", Time: t0,
+	data := publish.AppendMeta(nil, "pbx1", &eventq.Item{Kind: eventq.KindSnapshot, Session: "s1", Time: T0,
 		Action: "CoreShowChannels", Items: items, Total: 2}, nil, publish.SnapshotLimits{MaxItems: 1})
 	e = decodeOne(t, subj, data)
 	if e.Kind != KindSnapshot || !e.Snapshot.Truncated || e.Snapshot.Total != 2 || len(e.Snapshot.Items) != 1 {
@@ -117,7 +102,7 @@ func TestDecodeMarkers(t *testing.T) {
 }
 
 func TestDecodeInvalid(t *testing.T) {
-	good := string(eventPayload("pbx1", "s1", 1, amiMsg("Event", "Hangup", "Uniqueid", "1.1")))
+	good := string(eventPayload("pbx1", "s1", 1, AMIMessage("Event", "Hangup", "Uniqueid", "1.1")))
 	cases := []struct {
 		name, subject, data, want string
 	}{
@@ -193,7 +178,7 @@ func TestDecodeKeysInAnyOrder(t *testing.T) {
 
 func TestDecodeReusesStorage(t *testing.T) {
 	d := newDecoder("ami")
-	data := eventPayload("pbx1", "s1", 42, amiMsg("Event", "Newchannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1",
+	data := eventPayload("pbx1", "s1", 42, AMIMessage("Event", "Newchannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1",
 		"Variable", "A=1", "Variable", "B=2", "Context", "default", "Exten", "100", "Priority", "1"))
 	e := &Entry{}
 	d.decode(e, 1, "ami.events.pbx1.Newchannel", data)
@@ -261,7 +246,7 @@ func TestDecodeStorageGrows(t *testing.T) {
 			}
 			want = append(want, Field{Key: k, Value: v, Values: vals})
 		}
-		d.decode(e, uint64(n), "ami.events.pbx1.Big", eventPayload("pbx1", "s1", 1, amiMsg(kv...)))
+		d.decode(e, uint64(n), "ami.events.pbx1.Big", eventPayload("pbx1", "s1", 1, AMIMessage(kv...)))
 		if e.Kind != KindEvent {
 			t.Fatalf("%d fields: %v", n, e.Invalid.Err)
 		}
@@ -297,11 +282,11 @@ func TestParseAckReply(t *testing.T) {
 // FuzzDecode feeds the decoder arbitrary payloads: it never panics, and
 // whatever it accepts is valid JSON whose values agree with encoding/json.
 func FuzzDecode(f *testing.F) {
-	f.Add(false, eventPayload("pbx1", "s1", 1, amiMsg("Event", "Hangup", "Uniqueid", "1.1", "Variable", "a", "Variable", "b")))
-	f.Add(true, publish.AppendMeta(nil, "pbx1", &eventq.Item{Kind: eventq.KindGap, Session: "s1", Time: t0,
-		FirstSeq: 2, LastSeq: 3, Count: 2, Reason: "buffer_full"}, nil, publish.SnapshotLimits{}))
-	f.Add(true, publish.AppendMeta(nil, "pbx1", &eventq.Item{Kind: eventq.KindSnapshot, Session: "s1", Time: t0,
-		Action: "CoreShowChannels", Items: []*amiwire.Message{amiMsg("Event", "CoreShowChannel", "X", "\"\\\x01")}}, nil, publish.SnapshotLimits{}))
+	f.Add(false, eventPayload("pbx1", "s1", 1, AMIMessage("Event", "Hangup", "Uniqueid", "1.1", "Variable", "a", "Variable", "b")))
+	f.Add(true, StoredMeta("ami", "pbx1", eventq.Item{Kind: eventq.KindGap, Session: "s1",
+		FirstSeq: 2, LastSeq: 3, Count: 2, Reason: "buffer_full"}).Data)
+	f.Add(true, StoredMeta("ami", "pbx1", eventq.Item{Kind: eventq.KindSnapshot, Session: "s1",
+		Action: "CoreShowChannels", Items: []*amiwire.Message{AMIMessage("Event", "CoreShowChannel", "X", "\"\\\x01")}}).Data)
 	f.Add(false, []byte(`{"node":"pbx1","event":"\ud800\u0041","session":"s","seq":1,"time":"2026-11-23T01:41:56Z","fields":{}}`))
 	f.Fuzz(func(t *testing.T, meta bool, data []byte) {
 		subject := "ami.events.pbx1.Ev"
@@ -392,7 +377,7 @@ func FuzzEventRoundTrip(f *testing.F) {
 		if k1 == k2 || k1 == "Event" || k2 == "Event" {
 			return
 		}
-		m := amiMsg("Event", "E", k1, v1, k2, v2a, k2, v2b)
+		m := AMIMessage("Event", "E", k1, v1, k2, v2a, k2, v2b)
 		e := decodeOne(t, "ami.events.pbx1.E", eventPayload("pbx1", "s1", 1, m))
 		if e.Kind != KindEvent {
 			t.Fatalf("kind %v: %v", e.Kind, e.Invalid.Err)
@@ -422,7 +407,7 @@ func FuzzEventRoundTrip(f *testing.F) {
 // running, as in a real read, so the decoder's stores pay write barriers
 // and the payload is new to the cache (1 alloc per op, the copy).
 func BenchmarkDecode(b *testing.B) {
-	m := amiMsg("Event", "Newchannel", "Privilege", "call,all", "Channel", "PJSIP/100-00000001",
+	m := AMIMessage("Event", "Newchannel", "Privilege", "call,all", "Channel", "PJSIP/100-00000001",
 		"ChannelState", "0", "ChannelStateDesc", "Down", "CallerIDNum", "100", "CallerIDName", "Alice",
 		"ConnectedLineNum", "<unknown>", "ConnectedLineName", "<unknown>", "Language", "en", "AccountCode", "",
 		"Context", "from-internal", "Exten", "200", "Priority", "1", "Uniqueid", "1700000000.1",
@@ -466,11 +451,11 @@ func BenchmarkDecode(b *testing.B) {
 func TestDecodeLeavesOnlyItsKindSet(t *testing.T) {
 	d := newDecoder("ami")
 	e := &Entry{}
-	d.decode(e, 1, "ami.events.pbx1.Hangup", eventPayload("pbx1", "s1", 1, amiMsg("Event", "Hangup", "Uniqueid", "1.1")))
-	gap := publish.AppendMeta(nil, "pbx1", &eventq.Item{Kind: eventq.KindGap, Session: "s1", Time: t0,
-		FirstSeq: 2, LastSeq: 3, Count: 2, Reason: "buffer_full"}, nil, publish.SnapshotLimits{})
+	d.decode(e, 1, "ami.events.pbx1.Hangup", eventPayload("pbx1", "s1", 1, AMIMessage("Event", "Hangup", "Uniqueid", "1.1")))
+	gap := StoredMeta("ami", "pbx1", eventq.Item{Kind: eventq.KindGap, Session: "s1",
+		FirstSeq: 2, LastSeq: 3, Count: 2, Reason: "buffer_full"}).Data
 	d.decode(e, 2, "ami.events.pbx1._meta", gap)
-	want := Entry{Kind: KindGap, StreamSeq: 2, Node: "pbx1", Session: "s1", Seq: 3, Time: t0,
+	want := Entry{Kind: KindGap, StreamSeq: 2, Node: "pbx1", Session: "s1", Seq: 3, Time: T0,
 		Gap: Gap{FirstSeq: 2, LastSeq: 3, Count: 2, Reason: "buffer_full"}}
 	if !reflect.DeepEqual(*e, want) {
 		t.Fatalf("got %+v\nwant %+v", *e, want)
@@ -479,7 +464,7 @@ func TestDecodeLeavesOnlyItsKindSet(t *testing.T) {
 	if e.Kind != KindInvalid || e.Gap != (Gap{}) || e.Session != "" || e.Seq != 0 || !e.Time.IsZero() {
 		t.Fatalf("invalid after gap %+v", *e)
 	}
-	d.decode(e, 4, "ami.events.pbx1.Hangup", eventPayload("pbx1", "s1", 4, amiMsg("Event", "Hangup")))
+	d.decode(e, 4, "ami.events.pbx1.Hangup", eventPayload("pbx1", "s1", 4, AMIMessage("Event", "Hangup")))
 	if e.Kind != KindEvent || !reflect.DeepEqual(e.Invalid, Invalid{}) {
 		t.Fatalf("event after invalid %+v", *e)
 	}

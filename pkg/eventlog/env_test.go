@@ -2,41 +2,43 @@ package eventlog_test
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amiwire"
+	"github.com/amibus/amibus/pkg/eventlog"
 	"github.com/amibus/amibus/pkg/publish"
 )
 
-// env is an embedded nats-server with JetStream, the events stream as
-// ami-ingest creates it, and a writer that stores messages exactly as
-// ami-ingest's publisher encodes them (publish.AppendEvent/AppendMeta,
-// subjects, Nats-Msg-Id), so that a test can also store what ami-ingest
-// never writes (an unmarked jump, a bad payload).
+// env is a nats-server with JetStream, the events stream as ami-ingest
+// creates it, and a writer that stores messages as ami-ingest does (see
+// eventlog.Stored).
 type env struct {
 	t      testing.TB
-	ns     *testenv.NATS
-	nc     *nats.Conn
 	js     jetstream.JetStream
 	prefix string
 	url    string
 }
 
+// startEnv starts an embedded server with the stream in memory.
 func startEnv(t testing.TB) *env {
 	t.Helper()
-	ns := testenv.StartNATS(t)
-	e := &env{t: t, ns: ns, prefix: publish.DefaultPrefix, url: ns.ClientURL()}
+	return dialEnv(t, testenv.StartNATS(t).ClientURL(), jetstream.MemoryStorage)
+}
+
+// dialEnv connects to the server at url and creates the events stream
+// there with storage.
+func dialEnv(t testing.TB, url string, storage jetstream.StorageType) *env {
+	t.Helper()
+	e := &env{t: t, prefix: publish.DefaultPrefix, url: url}
 	e.connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := publish.EnsureStream(ctx, e.js, publish.StreamConfig{Storage: jetstream.MemoryStorage}); err != nil {
+	if _, err := publish.EnsureStream(ctx, e.js, publish.StreamConfig{Storage: storage}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -45,37 +47,20 @@ func startEnv(t testing.TB) *env {
 // connect (again) to the server.
 func (e *env) connect() {
 	e.t.Helper()
-	e.nc = testenv.Connect(e.t, e.url)
-	e.js = testenv.JetStream(e.t, e.nc)
+	e.js = testenv.JetStream(e.t, testenv.Connect(e.t, e.url))
 }
 
-var t0 = time.Date(2026, 11, 23, 1, 41, 56, 154302117, time.UTC)
-
-func msg(kv ...string) *amiwire.Message {
-	m := &amiwire.Message{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m.Add(kv[i], kv[i+1])
-	}
-	return m
-}
-
-// store publishes data on subj with Nats-Msg-Id id and returns its stream
-// sequence.
-func (e *env) store(subj, id string, data []byte) uint64 {
+// store publishes s and returns its stream sequence.
+func (e *env) store(s eventlog.Stored) uint64 {
 	e.t.Helper()
-	m := nats.NewMsg(subj)
-	m.Data = data
-	if id != "" {
-		m.Header.Set(jetstream.MsgIDHeader, id)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ack, err := e.js.PublishMsg(ctx, m)
+	ack, err := e.js.PublishMsg(ctx, s.Msg())
 	if err != nil {
-		e.t.Fatalf("publish %s: %v", subj, err)
+		e.t.Fatalf("publish %s: %v", s.Subject, err)
 	}
 	if ack.Duplicate {
-		e.t.Fatalf("publish %s: duplicate of %d", subj, ack.Sequence)
+		e.t.Fatalf("publish %s: duplicate of %d", s.Subject, ack.Sequence)
 	}
 	return ack.Sequence
 }
@@ -83,18 +68,12 @@ func (e *env) store(subj, id string, data []byte) uint64 {
 // event stores an event of node's session with seq; kv are its fields
 // after Event.
 func (e *env) event(node, session string, seq uint64, name string, kv ...string) uint64 {
-	m := msg(append([]string{"Event", name}, kv...)...)
-	it := eventq.Item{Kind: eventq.KindEvent, Session: session, Seq: seq, Time: t0.Add(time.Duration(seq) * time.Millisecond), Msg: m}
-	data := publish.AppendEvent(nil, node, &it, nil)
-	return e.store(publish.EventSubject(e.prefix, node, m.Name()), session+"-"+strconv.FormatUint(seq, 10), data)
+	m := eventlog.AMIMessage(append([]string{"Event", name}, kv...)...)
+	return e.store(eventlog.StoredEvent(e.prefix, node, session, seq, eventlog.T0.Add(time.Duration(seq)*time.Millisecond), m))
 }
 
 func (e *env) meta(node string, it eventq.Item) uint64 {
-	if it.Time.IsZero() {
-		it.Time = t0
-	}
-	data := publish.AppendMeta(nil, node, &it, nil, publish.SnapshotLimits{})
-	return e.store(publish.MetaSubject(e.prefix, node), "", data)
+	return e.store(eventlog.StoredMeta(e.prefix, node, it))
 }
 
 func (e *env) start(node, session string) uint64 {

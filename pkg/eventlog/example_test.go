@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,34 +39,21 @@ func exampleStream() (jetstream.JetStream, func()) {
 		panic(err)
 	}
 	at := time.Date(2026, 11, 23, 14, 2, 0, 0, time.UTC)
-	store := func(subj, id string, data []byte) {
-		m := nats.NewMsg(subj)
-		m.Data = data
-		if id != "" {
-			m.Header.Set(jetstream.MsgIDHeader, id)
-		}
-		if _, err := js.PublishMsg(ctx, m); err != nil {
+	store := func(s eventlog.Stored) {
+		if _, err := js.PublishMsg(ctx, s.Msg()); err != nil {
 			panic(err)
 		}
 	}
 	meta := func(node string, it eventq.Item) {
 		at = at.Add(time.Second)
 		it.Time = at
-		store(publish.MetaSubject("ami", node), "", publish.AppendMeta(nil, node, &it, nil, publish.SnapshotLimits{}))
+		store(eventlog.StoredMeta("ami", node, it))
 	}
 	event := func(node, session string, seq uint64, kv ...string) {
-		m := &amiwire.Message{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m.Add(kv[i], kv[i+1])
-		}
 		at = at.Add(time.Second)
-		it := eventq.Item{Kind: eventq.KindEvent, Session: session, Seq: seq, Time: at, Msg: m}
-		store(publish.EventSubject("ami", node, m.Name()), session+"-"+strconv.FormatUint(seq, 10), publish.AppendEvent(nil, node, &it, nil))
+		store(eventlog.StoredEvent("ami", node, session, seq, at, eventlog.AMIMessage(kv...)))
 	}
-	chan1 := &amiwire.Message{}
-	chan1.Add("Event", "CoreShowChannel")
-	chan1.Add("Channel", "PJSIP/100-00000001")
-	chan1.Add("Uniqueid", "1700000000.1")
+	chan1 := eventlog.AMIMessage("Event", "CoreShowChannel", "Channel", "PJSIP/100-00000001", "Uniqueid", "1700000000.1")
 	meta("pbx1", eventq.Item{Kind: eventq.KindSessionStart, Session: "a1", Version: "5.0.2", Owner: "ingest-0"})
 	meta("pbx1", eventq.Item{Kind: eventq.KindSnapshot, Session: "a1", Action: "CoreShowChannels",
 		Items: []*amiwire.Message{chan1}, Total: 1})

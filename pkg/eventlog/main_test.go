@@ -9,7 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/amibus/amibus/internal/eventq"
+	"github.com/amibus/amibus/pkg/amiwire"
+	"github.com/amibus/amibus/pkg/publish"
 )
 
 // serverDirEnv, when set, makes the test binary a nats-server with
@@ -55,4 +61,57 @@ func serveNATS(dir string) int {
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	return 0
+}
+
+// What follows is how the tests make the messages they store, shared by
+// the package's own tests and eventlog_test's (the reader's tests, the
+// examples and the read benchmark): exactly as ami-ingest's publisher
+// encodes them (publish.AppendEvent/AppendMeta, subjects, Nats-Msg-Id), so
+// that a test can also store what ami-ingest never writes (an unmarked
+// jump, a bad payload).
+
+// Stored is one message of the events stream.
+type Stored struct {
+	Subject string
+	Data    []byte
+	ID      string // Nats-Msg-Id, "" for none
+}
+
+// Msg is s to publish.
+func (s Stored) Msg() *nats.Msg {
+	m := nats.NewMsg(s.Subject)
+	m.Data = s.Data
+	if s.ID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, s.ID)
+	}
+	return m
+}
+
+// StoredEvent is event m of node's session, number seq, received at at,
+// under the subject prefix.
+func StoredEvent(prefix, node, session string, seq uint64, at time.Time, m *amiwire.Message) Stored {
+	it := eventq.Item{Kind: eventq.KindEvent, Session: session, Seq: seq, Time: at, Msg: m}
+	return Stored{Subject: publish.EventSubject(prefix, node, m.Name()), Data: publish.AppendEvent(nil, node, &it, nil),
+		ID: fmt.Sprintf("%s-%d", session, seq)}
+}
+
+// T0 is the time of the tests' messages, unless they say otherwise.
+var T0 = time.Date(2026, 11, 23, 1, 41, 56, 154302117, time.UTC)
+
+// StoredMeta is the marker it of node (a snapshot with all its items)
+// under the subject prefix; a zero it.Time is T0.
+func StoredMeta(prefix, node string, it eventq.Item) Stored {
+	if it.Time.IsZero() {
+		it.Time = T0
+	}
+	return Stored{Subject: publish.MetaSubject(prefix, node), Data: publish.AppendMeta(nil, node, &it, nil, publish.SnapshotLimits{})}
+}
+
+// AMIMessage is the AMI message of the key, value pairs kv.
+func AMIMessage(kv ...string) *amiwire.Message {
+	m := &amiwire.Message{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Add(kv[i], kv[i+1])
+	}
+	return m
 }

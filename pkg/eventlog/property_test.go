@@ -17,19 +17,12 @@ import (
 	"github.com/amibus/amibus/pkg/publish"
 )
 
-// stored is one message of a generated stream.
-type stored struct {
-	subject string
-	data    []byte
-	id      string
-}
-
 type sessKey struct{ node, session string }
 
 // truth is what a generated stream holds, from how it was made, for the
 // reader's reports to be checked against.
 type truth struct {
-	msgs []stored
+	msgs []Stored
 	// unmarked are the seqs of each session left out with no gap marker,
 	// or stored after a later one: the reader must report exactly these as
 	// inferred gaps.
@@ -52,12 +45,12 @@ func genStream(seed uint64) *truth {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	tr := &truth{unmarked: map[sessKey][]uint64{}, late: map[sessKey][]uint64{}, marked: map[sessKey][][2]uint64{}}
 	nodes := 1 + rng.IntN(3)
-	perNode := make([][]stored, nodes)
-	tm := t0
+	perNode := make([][]Stored, nodes)
+	tm := T0
 	next := func() time.Time { tm = tm.Add(time.Millisecond); return tm }
 	for n := range nodes {
 		node := "pbx" + strconv.Itoa(n+1)
-		var out []stored
+		var out []Stored
 		// A session stored without its session_start shows only once one
 		// of its messages is stored.
 		var noStart *sessKey
@@ -70,17 +63,12 @@ func genStream(seed uint64) *truth {
 		meta := func(it eventq.Item) {
 			shown()
 			it.Time = next()
-			out = append(out, stored{subject: publish.MetaSubject("ami", node),
-				data: publish.AppendMeta(nil, node, &it, nil, publish.SnapshotLimits{})})
+			out = append(out, StoredMeta("ami", node, it))
 		}
 		event := func(session string, seq uint64) {
-			m := &amiwire.Message{}
-			m.Add("Event", "Newstate")
-			m.Add("Uniqueid", fmt.Sprintf("%d.%d", n, seq))
 			shown()
-			it := eventq.Item{Kind: eventq.KindEvent, Session: session, Seq: seq, Time: next(), Msg: m}
-			out = append(out, stored{subject: publish.EventSubject("ami", node, m.Name()),
-				data: publish.AppendEvent(nil, node, &it, nil), id: session + "-" + strconv.FormatUint(seq, 10)})
+			m := AMIMessage("Event", "Newstate", "Uniqueid", fmt.Sprintf("%d.%d", n, seq))
+			out = append(out, StoredEvent("ami", node, session, seq, next(), m))
 		}
 		sessions := 1 + rng.IntN(4)
 		for s := range sessions {
@@ -94,7 +82,7 @@ func genStream(seed uint64) *truth {
 			}
 			if rng.IntN(2) == 0 {
 				meta(eventq.Item{Kind: eventq.KindSnapshot, Session: session, Action: "CoreShowChannels",
-					Items: []*amiwire.Message{amiMsg("Event", "CoreShowChannel")}, Total: 1})
+					Items: []*amiwire.Message{AMIMessage("Event", "CoreShowChannel")}, Total: 1})
 			}
 			var seq uint64
 			// Unmarked drops show only once a later seq of the session is
@@ -130,7 +118,7 @@ func genStream(seed uint64) *truth {
 					tr.late[k] = append(tr.late[k], seq+1)
 					seq += 2
 				case r == 3:
-					out = append(out, stored{subject: publish.EventSubject("ami", node, []byte("Bad")), data: []byte(`{"node":` + strconv.Itoa(rng.IntN(100)))})
+					out = append(out, Stored{Subject: publish.EventSubject("ami", node, []byte("Bad")), Data: []byte(`{"node":` + strconv.Itoa(rng.IntN(100)))})
 					tr.invalid++
 				case r == 4:
 					meta(eventq.Item{Kind: eventq.KindSnapshot, Session: session, Action: "CoreShowChannels", Total: 3})
@@ -278,7 +266,7 @@ func readAll(t *testing.T, tr *truth) []*Entry {
 	r := &Reader{dec: newDecoder("ami"), tr: newTracker(DefaultMaxNodes)}
 	var got []*Entry
 	for i, m := range tr.msgs {
-		if err := r.take(uint64(i+1), m.subject, m.data); err != nil {
+		if err := r.take(uint64(i+1), m.Subject, m.Data); err != nil {
 			t.Fatal(err)
 		}
 		for r.outI < r.outN {
@@ -328,12 +316,7 @@ func TestReportsOverJetStream(t *testing.T) {
 			defer js.DeleteStream(ctx, name)
 			tr := genStream(seed)
 			for _, m := range tr.msgs {
-				msg := nats.NewMsg(m.subject)
-				msg.Data = m.data
-				if m.id != "" {
-					msg.Header.Set(jetstream.MsgIDHeader, m.id)
-				}
-				if _, err := js.PublishMsg(ctx, msg); err != nil {
+				if _, err := js.PublishMsg(ctx, m.Msg()); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -105,8 +105,8 @@ func TestSnapshot(t *testing.T) {
 	e.start("pbx1", "s1")
 	e.event("pbx1", "s1", 1, "Newchannel", "Uniqueid", "1.1")
 	e.snapshot("pbx1", "s1", "CoreShowChannels",
-		msg("Event", "CoreShowChannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1"),
-		msg("Event", "CoreShowChannel", "Channel", "PJSIP/200-2", "Uniqueid", "1.2", "ChanVariable", "a=1", "ChanVariable", "b=2"))
+		eventlog.AMIMessage("Event", "CoreShowChannel", "Channel", "PJSIP/100-1", "Uniqueid", "1.1"),
+		eventlog.AMIMessage("Event", "CoreShowChannel", "Channel", "PJSIP/200-2", "Uniqueid", "1.2", "ChanVariable", "a=1", "ChanVariable", "b=2"))
 	e.event("pbx1", "s1", 2, "Hangup", "Uniqueid", "1.1")
 	got := next(t, e.open(), 4)
 	sn := got[2]
@@ -206,9 +206,9 @@ func TestLateEvent(t *testing.T) {
 func TestInvalidMessagesAreDeliveredNotSkipped(t *testing.T) {
 	e := startEnv(t)
 	e.start("pbx1", "s1")
-	bad1 := e.store("ami.events.pbx1.Newchannel", "", []byte(`{"node":"pbx1","event":`))
-	bad2 := e.store("ami.events.pbx1", "", []byte(`{}`))
-	bad3 := e.store("ami.events.pbx1._meta", "", []byte(`{"node":"pbx1","type":"reboot","time":"2026-11-23T01:41:56Z","session":"s1"}`))
+	bad1 := e.store(eventlog.Stored{Subject: "ami.events.pbx1.Newchannel", Data: []byte(`{"node":"pbx1","event":`)})
+	bad2 := e.store(eventlog.Stored{Subject: "ami.events.pbx1", Data: []byte(`{}`)})
+	bad3 := e.store(eventlog.Stored{Subject: "ami.events.pbx1._meta", Data: []byte(`{"node":"pbx1","type":"reboot","time":"2026-11-23T01:41:56Z","session":"s1"}`)})
 	e.event("pbx1", "s1", 1, "Newchannel")
 	r := e.open()
 	got := next(t, r, 5)
@@ -422,7 +422,7 @@ func TestDurableResumesAfterCrash(t *testing.T) {
 	a := next(t, crashed, 7)
 	// No Close: the connection goes, with messages pulled and not all
 	// acknowledged.
-	e.nc.Close()
+	e.js.Conn().Close()
 	// Close after the crash only stops nats.go's goroutines; its
 	// acknowledgement cannot reach the server any more.
 	defer crashed.Close(context.Background())
@@ -612,7 +612,7 @@ func TestConsumerFailureIsFinal(t *testing.T) {
 
 	ordered := e.open()
 	inOrder(t, next(t, ordered, total))
-	e.nc.Close()
+	e.js.Conn().Close()
 	for range 2 {
 		if _, err := ordered.Next(ctxT(t)); !errors.Is(err, jetstream.ErrConnectionClosed) {
 			t.Fatalf("ordered after the connection closed: %v", err)

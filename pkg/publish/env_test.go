@@ -12,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/internal/metrics"
@@ -41,6 +44,22 @@ func ensureStream(t testing.TB, nc *nats.Conn, cfg StreamConfig) jetstream.JetSt
 		t.Fatal(err)
 	}
 	return js
+}
+
+// startStream starts a NATS server with the events stream made from cfg,
+// and connects to it as the ingest does.
+func startStream(t testing.TB, cfg StreamConfig) (*testenv.NATS, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	env := testenv.StartNATS(t)
+	nc := connect(t, env)
+	return env, nc, ensureStream(t, nc, cfg)
+}
+
+// observed is a logger option keeping what is logged at level and above,
+// for a test to look for (or rule out) a line.
+func observed(level zapcore.Level) (Option, *observer.ObservedLogs) {
+	core, logs := observer.New(level)
+	return WithLogger(zap.New(core)), logs
 }
 
 // pipeline is one Publisher with its node queues and metrics.

@@ -13,9 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/amibus/amibus/internal/eventq"
 	"github.com/amibus/amibus/internal/metrics"
@@ -26,9 +24,7 @@ import (
 const sess = "a1b2c3-pbx1-1795398116"
 
 func TestPublishLosslessInOrder(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	q := pl.qs["pbx1"]
 
@@ -104,9 +100,7 @@ func TestPublishLosslessInOrder(t *testing.T) {
 }
 
 func TestPublishDeduplicatesSameItem(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	q := pl.qs["pbx1"]
 	ev := msg("Event", "Newchannel", "Channel", "SIP/100-1")
@@ -138,9 +132,7 @@ func TestPublishDeduplicatesSameItem(t *testing.T) {
 // and checks the stored history: every seq once, in order, either as an
 // event or inside a buffer_full gap, and received = published + dropped.
 func TestNATSOutage(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	env, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, []eventq.Option{eventq.WithMaxEvents(500)},
 		WithAckTimeout(time.Second), WithRetryBackoff(10*time.Millisecond, 100*time.Millisecond), WithMaxInflight(64))
 	q := pl.qs["pbx1"]
@@ -348,9 +340,7 @@ func TestServerRejectionIsAPublishFailedGap(t *testing.T) {
 }
 
 func TestPublishedEventsAreRedacted(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil)
 	events := loadEvents(t, "02e-security-events-seen-by-other-session.server.raw")
 	for i, m := range events {
@@ -377,9 +367,7 @@ func TestPublishedEventsAreRedacted(t *testing.T) {
 }
 
 func TestBadEventNameIsPublishedOnASanitisedSubject(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{Prefix: "pbx.ami"})
+	_, nc, js := startStream(t, StreamConfig{Prefix: "pbx.ami"})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithPrefix("pbx.ami"))
 	pl.qs["pbx1"].Event(sess, 1, t0, msg("Event", "Bad.Name *>"))
 	pl.qs["pbx1"].Event(sess, 2, t0, msg("Event", ""))
@@ -396,9 +384,7 @@ func TestBadEventNameIsPublishedOnASanitisedSubject(t *testing.T) {
 // TestInflightCapIsBackPressure: with one publish allowed in flight for the
 // process, two nodes still get everything stored, in order, nothing dropped.
 func TestInflightCapIsBackPressure(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil, WithMaxInflight(1))
 	for i := uint64(1); i <= 300; i++ {
 		pl.qs["pbx1"].Event("s1", i, t0, msg("Event", "A"))
@@ -427,9 +413,7 @@ func TestInflightCapIsBackPressure(t *testing.T) {
 // TestDrainDeadlineWithNATSDown: nothing can be stored; Drain gives up at
 // its deadline and every event is accounted for as dropped (shutdown).
 func TestDrainDeadlineWithNATSDown(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	ensureStream(t, nc, StreamConfig{})
+	env, nc, _ := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond))
 	env.Stop()
 	q := pl.qs["pbx1"]
@@ -459,9 +443,7 @@ func TestDrainDeadlineWithNATSDown(t *testing.T) {
 
 // TestRemoveHandsOverOneNode drains one node while the other keeps going.
 func TestRemoveHandsOverOneNode(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil)
 	for i := uint64(1); i <= 50; i++ {
 		pl.qs["pbx1"].Event("s1", i, t0, msg("Event", "A"))
@@ -592,8 +574,8 @@ func TestRefusedLogIsCoalesced(t *testing.T) {
 	env := testenv.StartNATS(t, testenv.MaxPayload(16<<10))
 	nc := connect(t, env)
 	js := ensureStream(t, nc, StreamConfig{})
-	core, logs := observer.New(zapcore.InfoLevel)
-	pl := newPipeline(t, nc, []string{"pbx1"}, nil, WithLogger(zap.New(core)), WithLogInterval(time.Hour))
+	logger, logs := observed(zapcore.InfoLevel)
+	pl := newPipeline(t, nc, []string{"pbx1"}, nil, logger, WithLogInterval(time.Hour))
 	huge := msg("Event", "Newstate", "Channel", strings.Repeat("x", 20<<10))
 	for i := uint64(1); i <= 500; i++ {
 		pl.qs["pbx1"].Event(sess, i, t0, huge)
@@ -630,9 +612,7 @@ func TestRefusedLogIsCoalesced(t *testing.T) {
 // publishes still unstored fences the connection (so none can be stored
 // after the next owner's); a node drained in time does not.
 func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	ensureStream(t, nc, StreamConfig{})
+	env, nc, _ := startStream(t, StreamConfig{})
 	var fences atomic.Int32
 	pl := newPipeline(t, nc, []string{"pbx1", "pbx2"}, nil,
 		WithRetryBackoff(5*time.Millisecond, 20*time.Millisecond), WithFence(func() { fences.Add(1) }))
@@ -669,9 +649,7 @@ func TestFenceWhenDeadlinePassesInFlight(t *testing.T) {
 // after them (the PBX fell silent) still get their gap marker stored, once
 // the queue's gap delay has passed, not only when the next event comes.
 func TestTrailingGapPublishedWithoutNextEvent(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	ensureStream(t, nc, StreamConfig{})
+	_, nc, _ := startStream(t, StreamConfig{})
 	metas := make(chan *nats.Msg, 16)
 	sub, err := nc.ChanSubscribe(MetaSubject(DefaultPrefix, "pbx1"), metas)
 	if err != nil {
@@ -706,9 +684,7 @@ func TestTrailingGapPublishedWithoutNextEvent(t *testing.T) {
 // publish; WithStream recreates it, and each node's events not stored
 // before are stored after, in order, each once, with nothing dropped.
 func TestStreamRecreatedInOrder(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	nodes := []string{"pbx1", "pbx2", "pbx3"}
 	pl := newPipeline(t, nc, nodes, nil, WithStream(StreamConfig{}), WithMaxInflight(64),
 		WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond))
@@ -761,9 +737,7 @@ func TestStreamRecreatedInOrder(t *testing.T) {
 // (its worker parks once everything is acknowledged), a new item starts it
 // again, and Drain ends parked workers too.
 func TestIdleWorkerParks(t *testing.T) {
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	reg := metrics.New()
 	pub, err := NewPublisher(nc, WithMetrics(reg))
 	if err != nil {

@@ -10,9 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/amibus/amibus/internal/testenv"
 )
@@ -137,9 +135,7 @@ func (f *scriptedJS) waitCall(t *testing.T, id string) {
 // after the session is queued, before the drain.
 func scriptedRun(t *testing.T, n int, script map[string][]fate, during func(*scriptedJS), popts ...Option) ([]string, *pipeline, *scriptedJS) {
 	t.Helper()
-	env := testenv.StartNATS(t)
-	nc := connect(t, env)
-	js := ensureStream(t, nc, StreamConfig{})
+	_, nc, js := startStream(t, StreamConfig{})
 	f, hook := scripted(script)
 	pl := buildPipeline(t, nc, []string{"pbx1"}, nil, hook, append([]Option{WithRetryBackoff(time.Millisecond, 10*time.Millisecond)}, popts...)...)
 	q := pl.qs["pbx1"]
@@ -205,9 +201,9 @@ func count(ids []string, id string) int {
 // again at once, not counted as a retry, nothing is logged as failing, and
 // the history is whole and in order.
 func TestStalledIsBackPressure(t *testing.T) {
-	core, logs := observer.New(zapcore.WarnLevel)
+	logger, logs := observed(zapcore.WarnLevel)
 	id2 := sess + "-2"
-	ids, pl, f := scriptedRun(t, 5, map[string][]fate{id2: {stall, stall}}, nil, WithLogger(zap.New(core)))
+	ids, pl, f := scriptedRun(t, 5, map[string][]fate{id2: {stall, stall}}, nil, logger)
 	if want := wantIDs(5); !reflect.DeepEqual(ids, want) {
 		t.Fatalf("stored %v, want %v", ids, want)
 	}

@@ -1,24 +1,27 @@
 package bench
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/amibus/amibus/internal/config"
 	"github.com/amibus/amibus/internal/daemon"
-	"github.com/amibus/amibus/internal/ingest"
-	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
+	"github.com/amibus/amibus/pkg/publish"
 )
 
 // waitLimit bounds every wait of these benchmarks on something that must
@@ -97,109 +100,138 @@ func configYAML(natsURL string, sims []*amisim.Server, extra string) string {
 	return b.String()
 }
 
-// ingestRig is ami-ingest in this process: the internal/ingest Service on its
-// own NATS connection, as cmd/ami-ingest wires it.
-type ingestRig struct {
-	cfg  *config.Config
-	m    *metrics.Metrics
-	nc   *nats.Conn
-	done chan error
+// metaWatcher follows the meta subjects of every node: which nodes have
+// published a snapshot (the signal that a node's session is up and its
+// events are being stored), and how many markers of each type.
+type metaWatcher struct {
+	sub   *nats.Subscription
+	since time.Time // the watch started or was reset
+
+	mu    sync.Mutex
+	snaps map[string]bool
+	types map[string]int
 }
 
-// startIngest runs the Service for the configuration file text until the
-// benchmark ends; extra options go to its NATS connection.
-func startIngest(b *testing.B, yaml string, extra ...nats.Option) *ingestRig {
-	b.Helper()
-	cfg, err := config.Parse([]byte(yaml))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &ingestRig{cfg: cfg, m: metrics.New(), done: make(chan error, 1)}
-	r.nc = connect(b, cfg.NATS.URL, "bench-ingest", extra...)
-	svc, err := ingest.New(cfg, r.nc, r.m, zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- svc.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
-			b.Errorf("ingest service: %v", err)
-		}
-	})
-	return r
-}
-
-// diag describes the in-process ingest's state for a failure message.
-func (r *ingestRig) diag() string {
-	var b strings.Builder
-	mfs, err := r.m.Registry.Gather()
-	if err != nil {
-		return err.Error()
-	}
-	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "ami_") {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			if v == 0 {
-				continue
-			}
-			fmt.Fprintf(&b, "%s", mf.GetName())
-			for _, l := range m.GetLabel() {
-				fmt.Fprintf(&b, " %s=%s", l.GetName(), l.GetValue())
-			}
-			fmt.Fprintf(&b, " %v\n", v)
-		}
-	}
-	return b.String()
-}
-
-// snapshotWaiter counts the snapshot markers published on a NATS
-// connection: one per node after its login, the signal that the node's
-// session is up and its events are being stored.
-type snapshotWaiter struct {
-	sub  *nats.Subscription
-	seen map[string]bool
-}
-
-// watchSnapshots subscribes (core NATS) to the meta subjects of every node
+// watchMeta subscribes (core NATS) to the meta subjects of every node
 // under prefix; call it before the ingest starts.
-func watchSnapshots(b *testing.B, nc *nats.Conn, prefix string) *snapshotWaiter {
+func watchMeta(b *testing.B, nc *nats.Conn, prefix string) *metaWatcher {
 	b.Helper()
+	w := &metaWatcher{snaps: map[string]bool{}, types: map[string]int{}}
 	sub, err := nc.SubscribeSync(prefix + ".events.*._meta")
 	if err != nil {
 		b.Fatal(err)
 	}
-	// One marker per node, plus session_start: far below the default
-	// pending limits of a subscription.
+	// Three markers and a few snapshots per node, twice, for the largest
+	// fleet (BenchmarkIngestIdle10000): room for all.
+	if err := sub.SetPendingLimits(20*idleNodes, -1); err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	// The server has the subscription before anything is published.
 	if err := nc.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	return &snapshotWaiter{sub: sub, seen: map[string]bool{}}
+	w.sub, w.since = sub, time.Now()
+	return w
 }
 
-// wait returns when n distinct nodes have published a snapshot; diag, if
-// set, describes the state of things when they do not.
-func (w *snapshotWaiter) wait(b *testing.B, n int, diag ...func() string) {
+// reset forgets what was seen so far (messages already delivered to the
+// subscription are read and forgotten too).
+func (w *metaWatcher) reset() {
+	for {
+		if _, err := w.sub.NextMsg(time.Millisecond); err != nil {
+			break
+		}
+	}
+	w.mu.Lock()
+	clear(w.snaps)
+	clear(w.types)
+	w.mu.Unlock()
+	w.since = time.Now()
+}
+
+// waitSnapshots returns when n nodes have published a snapshot; it fails
+// the benchmark if that takes longer than limit from the start of the
+// watch (or its reset), with what diag describes.
+func (w *metaWatcher) waitSnapshots(b *testing.B, n int, limit time.Duration, diag ...func() string) {
 	b.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for len(w.seen) < n {
+	deadline := w.since.Add(limit)
+	for len(w.snaps) < n {
 		m, err := w.sub.NextMsg(time.Until(deadline))
 		if err != nil {
 			var d []string
 			for _, f := range diag {
 				d = append(d, f())
 			}
-			b.Fatalf("%d of %d nodes published their snapshot: %v\n%s", len(w.seen), n, err, strings.Join(d, "\n"))
+			b.Fatalf("%d of %d nodes published their snapshot within %v: %v\n%s", len(w.snaps), n, limit, err, strings.Join(d, "\n"))
 		}
-		if bytes.Contains(m.Data, []byte(`"type":"snapshot"`)) {
-			w.seen[m.Subject] = true
+		var meta struct {
+			Type string `json:"type"`
 		}
+		if json.Unmarshal(m.Data, &meta) != nil {
+			continue
+		}
+		w.mu.Lock()
+		w.types[meta.Type]++
+		if meta.Type == "snapshot" {
+			w.snaps[m.Subject] = true
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *metaWatcher) count(typ string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.types[typ]
+}
+
+// eventCounter counts the AMI events published under a prefix (meta
+// messages not included) as a core NATS subscriber sees them.
+type eventCounter struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+	sub  *nats.Subscription
+}
+
+// countEvents subscribes (core NATS) to the events under prefix; want is
+// how many make the count complete.
+func countEvents(b *testing.B, nc *nats.Conn, prefix string, want int) *eventCounter {
+	b.Helper()
+	c := &eventCounter{want: int64(want), done: make(chan struct{})}
+	meta := "." + publish.MetaToken
+	sub, err := nc.Subscribe(prefix+".events.>", func(m *nats.Msg) {
+		if strings.HasSuffix(m.Subject, meta) {
+			return
+		}
+		if c.n.Add(1) == c.want {
+			close(c.done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Room for every event of the run: a slow moment of this subscriber
+	// must not drop what it counts.
+	if err := sub.SetPendingLimits(want+1000, -1); err != nil {
+		b.Fatal(err)
+	}
+	c.sub = sub
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// wait returns when every event was seen; diag describes the state of
+// things when they were not.
+func (c *eventCounter) wait(b *testing.B, diag func() string) {
+	b.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(waitLimit):
+		b.Fatalf("%d of %d events published\n%s", c.n.Load(), c.want, diag())
 	}
 }
 
@@ -226,4 +258,43 @@ func raiseFileLimit(b *testing.B, n uint64) {
 		lim.Cur = old
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	})
+}
+
+// familySums sums, for a failure or progress message, the non-zero counter
+// and gauge samples of g's families that keep accepts, by family and the
+// labels other than those named in drop (to sum over the nodes, say): one
+// "family label=value ... sum" per label set, in the order gathered.
+func familySums(g prometheus.Gatherer, keep func(family string) bool, drop ...string) []string {
+	mfs, err := g.Gather()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var keys []string
+	sums := map[string]float64{}
+	for _, mf := range mfs {
+		if !keep(mf.GetName()) {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if v == 0 {
+				continue
+			}
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if !slices.Contains(drop, l.GetName()) {
+					k += " " + l.GetName() + "=" + l.GetValue()
+				}
+			}
+			if _, ok := sums[k]; !ok {
+				keys = append(keys, k)
+			}
+			sums[k] += v
+		}
+	}
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fmt.Sprintf("%s %v", k, sums[k])
+	}
+	return out
 }

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"fmt"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
-	"github.com/amibus/amibus/pkg/publish"
 )
 
 // procHTTP lets an ami-ingest subprocess serve /metrics on a free port.
@@ -122,54 +119,6 @@ func mustCPU(b *testing.B, pid int) time.Duration {
 	return d
 }
 
-// eventCounter counts the AMI events published under a prefix (meta
-// messages not included) as a core NATS subscriber sees them.
-type eventCounter struct {
-	n    atomic.Int64
-	want int64
-	done chan struct{}
-	sub  *nats.Subscription
-}
-
-func countEvents(b *testing.B, nc *nats.Conn, prefix string, want int) *eventCounter {
-	b.Helper()
-	c := &eventCounter{want: int64(want), done: make(chan struct{})}
-	meta := "." + publish.MetaToken
-	sub, err := nc.Subscribe(prefix+".events.>", func(m *nats.Msg) {
-		if strings.HasSuffix(m.Subject, meta) {
-			return
-		}
-		if c.n.Add(1) == c.want {
-			close(c.done)
-		}
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Room for every event of the run: a slow moment of this subscriber
-	// must not drop what it counts.
-	if err := sub.SetPendingLimits(want+1000, -1); err != nil {
-		b.Fatal(err)
-	}
-	c.sub = sub
-	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	return c
-}
-
-// wait returns when every event was seen; diag describes the state of
-// things when they were not.
-func (c *eventCounter) wait(b *testing.B, diag func() string) {
-	b.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(waitLimit):
-		b.Fatalf("%d of %d events published\n%s", c.n.Load(), c.want, diag())
-	}
-}
-
 // scaleDiag sums the ingest's event accounting and the simulators' drops
 // and connections, for a failure message.
 func scaleDiag(metrics string, sims []*amisim.Server) string {
@@ -197,8 +146,8 @@ func startFleetRig(b *testing.B, n int) ([]*amisim.Server, *nats.Conn, *mainProc
 	emb := testenv.StartNATS(b)
 	sims := startFleet(b, n)
 	obs := connect(b, emb.ClientURL(), "bench-observer")
-	snaps := watchSnapshots(b, obs, "ami")
+	metas := watchMeta(b, obs, "ami")
 	p := startIngestProc(b, configYAML(emb.ClientURL(), sims, procHTTP))
-	snaps.wait(b, n)
+	metas.waitSnapshots(b, n, waitLimit)
 	return sims, obs, p
 }

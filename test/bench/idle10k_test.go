@@ -1,24 +1,15 @@
 package bench
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/amibus/amibus/internal/testenv"
 )
@@ -76,7 +67,7 @@ func BenchmarkIngestIdle10000(b *testing.B) {
 
 	t0 := time.Now()
 	p := startQuietIngest(b, cfg, httpAddr)
-	metas.waitSnapshots(b, idleNodes, t0, idleUpWait, p.diag)
+	metas.waitSnapshots(b, idleNodes, idleUpWait, p.diag)
 	startUp := time.Since(t0)
 	text := p.metricsNamed(b, "ami_session_up")
 	if up := sumMetric(text, "ami_session_up"); up != idleNodes {
@@ -85,7 +76,7 @@ func BenchmarkIngestIdle10000(b *testing.B) {
 	// The window starts right after start-up: an idle process collects
 	// start-up garbage only at its forced GC, every 2 minutes (a window of
 	// AMIBUS_BENCH_IDLE10K=240s includes two).
-	cpu, wall, mem := measureWindow(b, p.pid(), measure)
+	cpu, wall, mem := measureWindow(b, p.Pid(), measure)
 	text = p.metricsNamed(b, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines",
 		"ami_session_reconnects_total", "ami_session_up", "ami_dial_attempts_total")
 	if n := sumMetric(text, "ami_session_reconnects_total"); n != 0 {
@@ -108,9 +99,9 @@ func BenchmarkIngestIdle10000(b *testing.B) {
 	for _, s := range sims {
 		s.start(b)
 	}
-	metas.waitSnapshots(b, idleNodes, td, idleUpWait, p.diag)
+	metas.waitSnapshots(b, idleNodes, idleUpWait, p.diag)
 	backUp := time.Since(td)
-	maxDials := peak.finish()
+	maxDials, _ := peak.finish()
 	text = p.metricsNamed(b, "ami_session_up", "ami_events_dropped_total", "ami_dial_attempts_total",
 		"ami_meta_published_total", "ami_session_reconnects_total")
 	if up := sumMetric(text, "ami_session_up"); up != idleNodes {
@@ -178,71 +169,36 @@ func idleConfigYAML(natsURL, httpAddr string, nodes []simNode) string {
 	return b.String()
 }
 
-// quietIngest is ami-ingest as a subprocess, logging at warn (no
-// "started" line to wait for), its /metrics at a known address.
-type quietIngest struct {
-	cmd  *exec.Cmd
-	http string
-	done chan struct{} // closed when its log ends (the process exited)
-	mu   sync.Mutex
-	tail []string
-}
-
-// startQuietIngest runs ami-ingest (the binary AMIBUS_BENCH_INGEST_BIN
-// names, to compare builds in one run, else one built from this tree) on yaml, whose http.listen is httpAddr,
-// and returns once /healthz answers there. Cleanup stops it (SIGTERM).
-func startQuietIngest(b *testing.B, yaml, httpAddr string) *quietIngest {
+// startQuietIngest runs ami-ingest (runMain: AMIBUS_BENCH_INGEST_BIN names
+// another build, to compare two in one run) on yaml, whose http.listen is
+// httpAddr. At log.level warn it logs no "started" line to wait for: it
+// returns once /healthz answers.
+func startQuietIngest(b *testing.B, yaml, httpAddr string) *mainProc {
 	b.Helper()
 	dir := b.TempDir()
 	path := filepath.Join(dir, "ami-ingest.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	p := &quietIngest{http: httpAddr, done: make(chan struct{})}
-	bin := os.Getenv("AMIBUS_BENCH_INGEST_BIN")
-	if bin == "" {
-		bin = ingestBinary(b)
-	}
-	p.cmd = exec.Command(bin, "--config", path, "--data-dir", filepath.Join(dir, "data"))
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var env []string
 	if v := os.Getenv("AMIBUS_BENCH_INGEST_GOMEMLIMIT"); v != "" {
 		// The soft memory limit docs/operations.md recommends, for
 		// ami-ingest only (not this process's NATS server).
-		p.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+v)
+		env = append(env, "GOMEMLIMIT="+v)
 	}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
+	p := runMain(b, "ami-ingest", env, "--config", path, "--data-dir", filepath.Join(dir, "data"))
+	p.http = httpAddr
+	if err := p.waitReady("answering /healthz", 20*time.Millisecond, func() bool {
+		_, err := p.fetch("/healthz")
+		return err == nil
+	}); err != nil {
 		b.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go readTail(stderr, p.done, &p.mu, &p.tail)
-	b.Cleanup(func() {
-		if err := terminate(b, "ami-ingest", p.cmd, p.done); err != nil {
-			b.Errorf("ami-ingest: %v\n%s", err, p.lastLines())
-		}
-	})
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case <-p.done:
-			b.Fatalf("ami-ingest exited before it started:\n%s", p.lastLines())
-		default:
-		}
-		if _, err := p.fetch("/healthz"); err == nil {
-			return p
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("ami-ingest did not answer /healthz in %v:\n%s", waitLimit, p.lastLines())
-		}
-		// Another process's listener has no signal to wait on: look again.
-		<-time.After(20 * time.Millisecond)
-	}
+	return p
 }
 
 // diag describes the sessions' state for a failure message.
-func (p *quietIngest) diag() string {
+func (p *mainProc) diag() string {
 	names := []string{"ami_session_up", "ami_dials_waiting", "ami_dials_in_progress", "ami_dial_attempts_total",
 		"ami_session_login_failures_total", "ami_events_dropped_total"}
 	text, err := p.fetch("/metrics?" + nameQuery(names...))
@@ -256,36 +212,9 @@ func (p *quietIngest) diag() string {
 	return strings.Join(d, "; ") + "\n" + p.lastLines()
 }
 
-func (p *quietIngest) pid() int { return p.cmd.Process.Pid }
-
-func (p *quietIngest) lastLines() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
-}
-
-func (p *quietIngest) fetch(path string) (string, error) {
-	// Gathering the metrics of 10,000 nodes (the name[] filter applies
-	// after) takes seconds on a loaded machine.
-	c := http.Client{Timeout: waitLimit}
-	resp, err := c.Get("http://" + p.http + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return string(body), nil
-}
-
 // metricsNamed returns /metrics limited to the named families (promhttp's
 // name[] filter): the whole text of 10,000 nodes is about 10 MB.
-func (p *quietIngest) metricsNamed(b *testing.B, names ...string) string {
+func (p *mainProc) metricsNamed(b *testing.B, names ...string) string {
 	b.Helper()
 	text, err := p.fetch("/metrics?" + nameQuery(names...))
 	if err != nil {
@@ -302,112 +231,16 @@ func nameQuery(names ...string) string {
 	return strings.Join(q, "&")
 }
 
-// metricSampler records the largest value of a process-wide metric seen on
-// a ticker.
-type metricSampler struct {
-	stop chan struct{}
-	done chan struct{}
-	max  float64
-}
-
-func (p *quietIngest) sampleMetric(name string, every time.Duration) *metricSampler {
-	s := &metricSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			if text, err := p.fetch("/metrics?" + nameQuery(name)); err == nil {
-				s.max = max(s.max, sumMetric(text, name))
-			}
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *metricSampler) finish() float64 {
-	close(s.stop)
-	<-s.done
-	return s.max
-}
-
-// metaWatcher follows the meta subjects of every node: which nodes have
-// published a snapshot, and how many markers of each type.
-type metaWatcher struct {
-	sub *nats.Subscription
-
-	mu    sync.Mutex
-	snaps map[string]bool
-	types map[string]int
-}
-
-func watchMeta(b *testing.B, nc *nats.Conn, prefix string) *metaWatcher {
-	b.Helper()
-	w := &metaWatcher{snaps: map[string]bool{}, types: map[string]int{}}
-	sub, err := nc.SubscribeSync(prefix + ".events.*._meta")
-	if err != nil {
-		b.Fatal(err)
-	}
-	// Three markers and a few snapshots per node, twice: room for all.
-	if err := sub.SetPendingLimits(20*idleNodes, -1); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	w.sub = sub
-	return w
-}
-
-// reset forgets what was seen so far (messages already delivered to the
-// subscription are read and forgotten too).
-func (w *metaWatcher) reset() {
-	for {
-		if _, err := w.sub.NextMsg(time.Millisecond); err != nil {
-			break
-		}
-	}
-	w.mu.Lock()
-	clear(w.snaps)
-	clear(w.types)
-	w.mu.Unlock()
-}
-
-// waitSnapshots returns when n nodes have published a snapshot; it fails
-// the benchmark if that takes longer than limit from since.
-func (w *metaWatcher) waitSnapshots(b *testing.B, n int, since time.Time, limit time.Duration, diag func() string) {
-	b.Helper()
-	deadline := since.Add(limit)
-	for len(w.snaps) < n {
-		m, err := w.sub.NextMsg(time.Until(deadline))
+// sampleMetric samples the process-wide metric name (sampleMax); a
+// failed fetch is a sample missed, not an error.
+func (p *mainProc) sampleMetric(name string, every time.Duration) *sampler {
+	return sampleMax(every, func() (float64, error) {
+		text, err := p.fetch("/metrics?" + nameQuery(name))
 		if err != nil {
-			b.Fatalf("%d of %d nodes published their snapshot within %v: %v\n%s", len(w.snaps), n, limit, err, diag())
+			return 0, nil
 		}
-		var meta struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(m.Data, &meta) != nil {
-			continue
-		}
-		w.mu.Lock()
-		w.types[meta.Type]++
-		if meta.Type == "snapshot" {
-			w.snaps[m.Subject] = true
-		}
-		w.mu.Unlock()
-	}
-}
-
-func (w *metaWatcher) count(typ string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.types[typ]
+		return sumMetric(text, name), nil
+	})
 }
 
 // simNode is one simulated PBX of a simProc.
@@ -418,10 +251,7 @@ type simProc struct {
 	prefix string
 	base   int
 	n      int
-	cmd    *exec.Cmd
-	done   chan struct{}
-	mu     sync.Mutex
-	tail   []string
+	proc   *mainProc // the last one started
 }
 
 // startSimProcs starts idleSims amisim processes of idlePerSim nodes on
@@ -437,7 +267,6 @@ func startSimProcs(b *testing.B) []*simProc {
 			s := &simProc{prefix: string(rune('a' + i)), base: freeRange(sims), n: idlePerSim}
 			if last = s.tryStart(b); last == nil {
 				sims = append(sims, s)
-				b.Cleanup(func() { s.stop(b) })
 				break
 			}
 		}
@@ -485,38 +314,11 @@ func (s *simProc) start(b *testing.B) {
 }
 
 func (s *simProc) tryStart(b *testing.B) error {
-	bin := amisimBinary(b)
-	s.cmd = exec.Command(bin, "--listen", "127.0.0.1:"+strconv.Itoa(s.base), "--nodes", strconv.Itoa(s.n),
+	s.proc = runMain(b, "amisim", nil, "--listen", "127.0.0.1:"+strconv.Itoa(s.base), "--nodes", strconv.Itoa(s.n),
 		"--node-prefix", s.prefix, "--log-level", "warn")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := s.cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
 	// "amisim ready" is logged at info, under --log-level warn not at all:
-	// readiness is the first node accepting.
-	if err := s.cmd.Start(); err != nil {
-		return err
-	}
-	s.done = make(chan struct{})
-	go readTail(stderr, s.done, &s.mu, &s.tail)
-	deadline := time.Now().Add(waitLimit)
-	for {
-		select {
-		case <-s.done:
-			_ = s.cmd.Wait()
-			return fmt.Errorf("amisim on ports %d.. exited: %s", s.base, s.lastLines())
-		default:
-		}
-		if s.listening() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("amisim on ports %d.. not listening after %v", s.base, waitLimit)
-		}
-		// No signal exists for another process's listener: look again.
-		<-time.After(50 * time.Millisecond)
-	}
+	// readiness is the last node accepting.
+	return s.proc.waitReady(fmt.Sprintf("listening on ports %d..", s.base), 50*time.Millisecond, s.listening)
 }
 
 // listening reports whether the last node's port accepts connections (the
@@ -530,74 +332,7 @@ func (s *simProc) listening() bool {
 	return true
 }
 
-// readTail keeps the last tailLines lines of r until it ends, then closes
-// done; the pipe is never left unread, so the process never blocks on it.
-func readTail(r io.Reader, done chan<- struct{}, mu *sync.Mutex, tail *[]string) {
-	defer close(done)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		mu.Lock()
-		*tail = append(*tail, sc.Text())
-		if len(*tail) > tailLines {
-			*tail = (*tail)[len(*tail)-tailLines:]
-		}
-		mu.Unlock()
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
-
-func (s *simProc) lastLines() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Join(s.tail, "\n")
-}
-
 // stop ends the simulator (SIGTERM: every connection closed) and waits.
-func (s *simProc) stop(b *testing.B) {
-	if s.cmd == nil || s.cmd.ProcessState != nil {
-		return
-	}
-	_ = terminate(b, "amisim", s.cmd, s.done)
-}
-
-// terminate sends cmd SIGTERM and waits for its log to end (done), killing
-// it and failing the benchmark if that takes more than waitLimit; it
-// returns what cmd.Wait returns.
-func terminate(b *testing.B, name string, cmd *exec.Cmd, done <-chan struct{}) error {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(waitLimit):
-		_ = cmd.Process.Kill()
-		<-done
-		b.Errorf("%s did not stop on SIGTERM within %v", name, waitLimit)
-	}
-	return cmd.Wait()
-}
+func (s *simProc) stop(b *testing.B) { s.proc.stop(b) }
 
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
-
-var (
-	amisimOnce sync.Once
-	amisimPath string
-	amisimErr  error
-)
-
-// amisimBinary builds cmd/amisim once per test binary, next to ami-ingest
-// (removed with it by TestMain).
-func amisimBinary(b *testing.B) string {
-	b.Helper()
-	amisimOnce.Do(func() {
-		amisimPath = filepath.Join(filepath.Dir(ingestBinary(b)), "amisim")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", amisimPath, "github.com/amibus/amibus/cmd/amisim")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			amisimErr = fmt.Errorf("go build amisim: %v\n%s", err, out)
-		}
-	})
-	if amisimErr != nil {
-		b.Fatal(amisimErr)
-	}
-	return amisimPath
-}

@@ -11,9 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/amibus/amibus/internal/metrics"
 	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/publish"
@@ -36,16 +34,8 @@ const latencyInbox = "_BENCHACK"
 // (default 10s, 3s under -short); b.N is ignored (one window per run).
 func BenchmarkIngestLatency(b *testing.B) {
 	measure := window(b, "AMIBUS_BENCH_LATENCY", 10*time.Second, 3*time.Second)
-	emb := testenv.StartNATS(b)
-	sim := startFleet(b, 1)[0]
-	obs := connect(b, emb.ClientURL(), "bench-observer")
-	snaps := watchSnapshots(b, obs, "ami")
-	ing := startIngest(b, configYAML(emb.ClientURL(), []*amisim.Server{sim}, ""), nats.CustomInboxPrefix(latencyInbox))
-	snaps.wait(b, 1)
-	js, err := jetstream.New(obs)
-	if err != nil {
-		b.Fatal(err)
-	}
+	r := startOneNode(b, amisim.Config{}, nats.CustomInboxPrefix(latencyInbox))
+	sim, obs, js, ing := r.sim, r.obs, r.js, r.ing
 	stream, err := js.Stream(ctxT(b), ing.cfg.Stream.Name)
 	if err != nil {
 		b.Fatal(err)
@@ -75,16 +65,14 @@ func BenchmarkIngestLatency(b *testing.B) {
 	b.StopTimer()
 
 	checkStoredOrder(b, stream, base, n)
-	if d := testutil.ToFloat64(ing.m.EventsDropped.WithLabelValues("pbx1", metrics.ReasonBufferFull)); d != 0 {
-		b.Fatalf("%v events dropped", d)
-	}
+	ing.checkNoLoss(b, "pbx1")
 	lat := make([]time.Duration, 0, n-warm)
 	for k := warm; k < n; k++ {
 		lat = append(lat, acks.at[k].Sub(sent[k]))
 	}
 	reportLatency(b, lat)
 	b.ReportMetric(float64(len(lat)), "events")
-	b.ReportMetric(testutil.ToFloat64(ing.m.PublishRetries.WithLabelValues("pbx1")), "retries")
+	b.ReportMetric(ing.retries("pbx1"), "retries")
 	slowest := warm
 	for k := warm; k < n; k++ {
 		if acks.at[k].Sub(sent[k]) > acks.at[slowest].Sub(sent[slowest]) {

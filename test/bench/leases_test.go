@@ -5,18 +5,15 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/amibus/amibus/internal/ownership"
-
 	"github.com/amibus/amibus/internal/testenv"
 )
 
@@ -140,12 +137,8 @@ func BenchmarkLeases10000(b *testing.B) {
 	start := time.Now()
 	for _, id := range []string{"a", "b", "c"} {
 		nc := connect(b, emb.ClientURL(), "leases-"+id)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			b.Fatal(err)
-		}
 		reg := prometheus.NewRegistry()
-		m, err := ownership.New(js, id, names,
+		m, err := ownership.New(testenv.JetStream(b, nc), id, names,
 			ownership.WithRegisterer(reg),
 			ownership.WithAcquire(func(n string) { tab.set(n, id, true) }),
 			ownership.WithRelease(func(_ context.Context, n string) { tab.set(n, id, false) }))
@@ -238,7 +231,7 @@ func leaseProgress(tab *leaseTable, start time.Time, regs ...*prometheus.Registr
 			}
 			line := fmt.Sprintf("leases %v: owned %v", time.Since(start).Round(time.Second), tab.counts())
 			for i, reg := range regs {
-				line += fmt.Sprintf("; [%d] %s", i, metricSums(reg, "ami_ownership_kv_errors_total", "ami_ownership_released_total"))
+				line += fmt.Sprintf("; [%d] %s", i, strings.Join(familySums(reg, isProgressFamily, "node"), ", "))
 			}
 			fmt.Fprintln(os.Stderr, line)
 		}
@@ -246,28 +239,8 @@ func leaseProgress(tab *leaseTable, start time.Time, regs ...*prometheus.Registr
 	return func() { close(quit); <-done }
 }
 
-// metricSums sums each named counter family by its non-node labels.
-func metricSums(reg *prometheus.Registry, names ...string) string {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return err.Error()
-	}
-	sums := map[string]float64{}
-	for _, mf := range mfs {
-		if !slices.Contains(names, mf.GetName()) {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			k := strings.TrimPrefix(mf.GetName(), "ami_ownership_")
-			for _, l := range m.GetLabel() {
-				if l.GetName() != "node" {
-					k += "/" + l.GetValue()
-				}
-			}
-			if v := m.GetCounter().GetValue(); v > 0 {
-				sums[k] += v
-			}
-		}
-	}
-	return fmt.Sprint(sums)
+// isProgressFamily picks the managers' families leaseProgress shows: KV
+// errors and releases, by reason.
+func isProgressFamily(family string) bool {
+	return family == "ami_ownership_kv_errors_total" || family == "ami_ownership_released_total"
 }

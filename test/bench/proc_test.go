@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/amibus/amibus/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/amibus/amibus/internal/testenv"
 )
 
 // userHZ is the unit of utime and stime in /proc/<pid>/stat: USER_HZ, fixed
@@ -75,7 +76,7 @@ func removeBinaries() {
 	}
 }
 
-// mainProc is an amibus daemon (ami-ingest, ami-state) running as a
+// mainProc is a main of cmd/ (ami-ingest, ami-state, amisim) running as a
 // subprocess of the benchmark.
 type mainProc struct {
 	*testenv.Proc
@@ -92,24 +93,16 @@ func startIngestProc(b *testing.B, yaml string) *mainProc {
 	return startMain(b, "ami-ingest", nil, yaml, "--data-dir", filepath.Join(dir, "data"))
 }
 
-// startMain writes yaml to a file and runs cmd/<name> on it with args and
-// env added to the environment; it returns once the process logged that it started (its HTTP address
-// known). The process is stopped by the benchmark's cleanup.
+// startMain writes yaml to a file and runs cmd/<name> on it (runMain); it
+// returns once the process logged that it started (its HTTP address
+// known).
 func startMain(b *testing.B, name string, env []string, yaml string, args ...string) *mainProc {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), name+".yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	bin := ""
-	if name == "ami-ingest" {
-		bin = os.Getenv("AMIBUS_BENCH_INGEST_BIN")
-	}
-	if bin == "" {
-		bin = mainBinary(b, name)
-	}
-	p := &mainProc{name: name, Proc: testenv.Run(b, bin, env, nil, append([]string{"--config", path}, args...)...)}
-	b.Cleanup(func() { p.stop(b) })
+	p := runMain(b, name, env, append([]string{"--config", path}, args...)...)
 	line := p.WaitLine(`"msg":"` + name + ` started"`)
 	var started struct {
 		HTTP string `json:"http"`
@@ -121,12 +114,50 @@ func startMain(b *testing.B, name string, env []string, yaml string, args ...str
 	return p
 }
 
+// runMain runs cmd/<name> (for ami-ingest, the build
+// AMIBUS_BENCH_INGEST_BIN names, if set) with args, and env added to the
+// environment. The benchmark's cleanup stops it.
+func runMain(b *testing.B, name string, env []string, args ...string) *mainProc {
+	b.Helper()
+	bin := ""
+	if name == "ami-ingest" {
+		bin = os.Getenv("AMIBUS_BENCH_INGEST_BIN")
+	}
+	if bin == "" {
+		bin = mainBinary(b, name)
+	}
+	p := &mainProc{name: name, Proc: testenv.Run(b, bin, env, nil, args...)}
+	b.Cleanup(func() { p.stop(b) })
+	return p
+}
+
+// waitReady returns once ready reports true, checked every every: another
+// process's listener has no signal to wait on. The process exiting first,
+// or waitLimit, is an error.
+func (p *mainProc) waitReady(what string, every time.Duration, ready func() bool) error {
+	deadline := time.Now().Add(waitLimit)
+	for {
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("%s exited before %s:\n%s", p.name, what, p.lastLines())
+		default:
+		}
+		if ready() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not %s after %v:\n%s", p.name, what, waitLimit, p.lastLines())
+		}
+		<-time.After(every)
+	}
+}
+
 // lastLines is the end of the process's log, for a failure message.
 func (p *mainProc) lastLines() string { return p.Tail(tailLines) }
 
 // stop sends SIGTERM (graceful shutdown) and waits; a process that is not
-// gone within its drain time plus a margin fails the benchmark and is
-// killed.
+// gone within waitLimit (its drain time plus a margin, with 10,000
+// sessions to close) fails the benchmark and is killed.
 func (p *mainProc) stop(b *testing.B) {
 	select {
 	case <-p.Exited():
@@ -134,7 +165,7 @@ func (p *mainProc) stop(b *testing.B) {
 	default:
 	}
 	p.Signal(syscall.SIGTERM)
-	if code, _ := p.Wait(30 * time.Second); code != 0 {
+	if code, _ := p.Wait(waitLimit); code != 0 {
 		b.Errorf("%s exited %d\n%s", p.name, code, p.lastLines())
 	}
 }
@@ -164,12 +195,13 @@ func (p *mainProc) idleWindow(b *testing.B, d time.Duration) (cpu, wall time.Dur
 
 // finishMemory stops rss and returns the largest RSS it saw, the
 // process's memory now and its metrics.
-func (p *mainProc) finishMemory(b *testing.B, rss *rssSampler) (maxSampled int64, mem procMem, text string) {
+func (p *mainProc) finishMemory(b *testing.B, rss *sampler) (maxSampled int64, mem procMem, text string) {
 	b.Helper()
-	maxSampled, err := rss.finish()
+	sampled, err := rss.finish()
 	if err != nil {
 		b.Fatal(err)
 	}
+	maxSampled = int64(sampled)
 	if mem, err = readProcMem(p.Pid()); err != nil {
 		b.Fatal(err)
 	}
@@ -179,20 +211,31 @@ func (p *mainProc) finishMemory(b *testing.B, rss *rssSampler) (maxSampled int64
 // metrics returns the text of the process's /metrics.
 func (p *mainProc) metrics(b *testing.B) string {
 	b.Helper()
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + p.http + "/metrics")
+	text, err := p.fetch("/metrics")
 	if err != nil {
 		b.Fatal(err)
+	}
+	return text
+}
+
+// fetch returns the body of path on the process's HTTP server.
+func (p *mainProc) fetch(path string) (string, error) {
+	// Gathering the metrics of 10,000 nodes (a name[] filter applies
+	// after) takes seconds on a loaded machine.
+	c := http.Client{Timeout: waitLimit}
+	resp, err := c.Get("http://" + p.http + path)
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		b.Fatal(err)
+		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("/metrics: %s", resp.Status)
+		return "", fmt.Errorf("%s: %s", path, resp.Status)
 	}
-	return string(body)
+	return string(body), nil
 }
 
 // sumMetric adds the values of every sample of metric name in Prometheus
@@ -302,29 +345,30 @@ func parseProcStat(data []byte) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
-// rssSampler records the largest VmRSS of a process, sampled on a ticker
-// (the kernel's VmHWM gives the exact peak; the samples show it was not a
-// start-up spike).
-type rssSampler struct {
+// sampler records the largest value a probe returns, sampled on a ticker
+// until finish.
+type sampler struct {
 	stop chan struct{}
 	done chan struct{}
-	max  int64
+	max  float64
 	err  error
 }
 
-func sampleRSS(pid int, every time.Duration) *rssSampler {
-	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
+// sampleMax probes every every until finish; an error of probe ends the
+// sampling, and finish returns it.
+func sampleMax(every time.Duration, probe func() (float64, error)) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			m, err := readProcMem(pid)
+			v, err := probe()
 			if err != nil {
 				s.err = err
 				return
 			}
-			s.max = max(s.max, m.RSS)
+			s.max = max(s.max, v)
 			select {
 			case <-s.stop:
 				return
@@ -335,11 +379,20 @@ func sampleRSS(pid int, every time.Duration) *rssSampler {
 	return s
 }
 
-// finish stops sampling and returns the largest RSS seen.
-func (s *rssSampler) finish() (int64, error) {
+// finish stops sampling and returns the largest value seen.
+func (s *sampler) finish() (float64, error) {
 	close(s.stop)
 	<-s.done
 	return s.max, s.err
+}
+
+// sampleRSS records the largest VmRSS of a process (the kernel's VmHWM
+// gives the exact peak; the samples show it was not a start-up spike).
+func sampleRSS(pid int, every time.Duration) *sampler {
+	return sampleMax(every, func() (float64, error) {
+		m, err := readProcMem(pid)
+		return float64(m.RSS), err
+	})
 }
 
 const mib = 1 << 20

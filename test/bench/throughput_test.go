@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -14,10 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/amibus/amibus/internal/metrics"
-	"github.com/amibus/amibus/internal/testenv"
 	"github.com/amibus/amibus/pkg/amisim"
 	"github.com/amibus/amibus/pkg/publish"
 )
@@ -128,8 +124,7 @@ func processCPU(b *testing.B) time.Duration {
 
 // throughputEnv is the set-up of BenchmarkIngestThroughput.
 type throughputEnv struct {
-	sim       *amisim.Server
-	ing       *ingestRig
+	*oneNode
 	pipeMarks chan int
 	round     int
 	direct    *directSide
@@ -137,19 +132,10 @@ type throughputEnv struct {
 }
 
 func newThroughputEnv(b *testing.B) *throughputEnv {
-	emb := testenv.StartNATS(b)
-	e := &throughputEnv{sim: startFleetConfig(b, 1, amisim.Config{WriteTimeout: floodWriteTimeout})[0], pipeMarks: make(chan int, 16)}
-	obs := connect(b, emb.ClientURL(), "bench-observer")
-	snaps := watchSnapshots(b, obs, "ami")
 	// The ami-ingest defaults: file storage, 100,000 events and 64 MiB of
 	// buffer, 4096 unacknowledged publishes.
-	e.ing = startIngest(b, configYAML(emb.ClientURL(), []*amisim.Server{e.sim}, ""))
-	snaps.wait(b, 1, e.ing.diag, func() string { return fmt.Sprintf("simulator: %+v", e.sim.Stats()) })
-
-	js, err := jetstream.New(obs)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := &throughputEnv{oneNode: startOneNode(b, amisim.Config{WriteTimeout: floodWriteTimeout}), pipeMarks: make(chan int, 16)}
+	js := e.js
 	consumeMarks(b, js, e.ing.cfg.Stream.Name, "ami.events.pbx1.UserEvent", e.pipeMarks)
 	e.pipelineRound(b, warmEvents)
 	msgs := storedEvents(b, js, e.ing.cfg.Stream.Name, "ami.events.pbx1.>", warmEvents)
@@ -168,7 +154,7 @@ func newThroughputEnv(b *testing.B) *throughputEnv {
 	if _, err := publish.EnsureStream(ctxT(b), js, sc); err != nil {
 		b.Fatal(err)
 	}
-	e.direct = newDirectSide(b, connect(b, emb.ClientURL(), "bench-direct"), e.ing.cfg.Ingest.MaxInflight, msgs)
+	e.direct = newDirectSide(b, connect(b, e.url, "bench-direct"), e.ing.cfg.Ingest.MaxInflight, msgs)
 	consumeMarks(b, js, sc.Name, e.direct.markSubject, e.direct.marks)
 	for _, d := range e.direct.data {
 		e.jsonBytes += len(d)
@@ -210,15 +196,7 @@ func (e *throughputEnv) directRound(b *testing.B, n int) time.Duration {
 // check fails the benchmark if the pipeline lost anything: a drop or a
 // reconnect would make its rate meaningless.
 func (e *throughputEnv) check(b *testing.B) {
-	m := e.ing.m
-	for _, reason := range []string{metrics.ReasonBufferFull, metrics.ReasonPublishFailed} {
-		if n := testutil.ToFloat64(m.EventsDropped.WithLabelValues("pbx1", reason)); n != 0 {
-			b.Fatalf("pipeline dropped %v events (%s)", n, reason)
-		}
-	}
-	if n := testutil.ToFloat64(m.SessionReconnects.WithLabelValues("pbx1")); n != 0 {
-		b.Fatalf("AMI session reconnected %v times during the run", n)
-	}
+	e.ing.checkNoLoss(b, "pbx1")
 	if n := e.direct.failed.Load(); n != 0 {
 		b.Fatalf("direct side: %d publishes failed", n)
 	}

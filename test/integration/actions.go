@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,4 +49,21 @@ func decodeReply(msg *nats.Msg) (*Reply, error) {
 		return nil, fmt.Errorf("reply %q: %w", msg.Data, err)
 	}
 	return &r, nil
+}
+
+// instanceOf is the ami-actor instance that sent an action to a PBX: the
+// first token of its ActionID ("<instance>.<...>").
+func instanceOf(actionID string) string {
+	inst, _, _ := strings.Cut(actionID, ".")
+	return inst
+}
+
+// perInstance counts the actions a PBX received (by ActionID) per ami-actor
+// instance that sent them.
+func perInstance(byID map[string]SimAction) map[string]int {
+	n := map[string]int{}
+	for id := range byID {
+		n[instanceOf(id)]++
+	}
+	return n
 }

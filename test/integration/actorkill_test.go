@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/amibus/amibus/internal/testenv"
 )
 
 // TestActorKilled is scenario 6: an ami-actor replica is killed (SIGKILL)
@@ -38,26 +39,20 @@ func TestActorKilled(t *testing.T) {
 
 	// One reply subject per request, all on one subscription that counts
 	// every message: a second reply to any request would be seen.
+	type requestReply struct {
+		request string // the id of the request, the last token of its reply subject
+		*Reply
+	}
 	inbox := nats.NewInbox()
-	var mu sync.Mutex
-	replies := map[string][]*Reply{}
-	sub, err := c.NC.Subscribe(inbox+".>", func(m *nats.Msg) {
+	var replies testenv.Log[requestReply]
+	testenv.Subscribe(t, c.NC, inbox+".>", func(m *nats.Msg) {
 		r, err := decodeReply(m)
 		if err != nil {
 			t.Errorf("request %s: %v", m.Subject, err)
 			return
 		}
-		mu.Lock()
-		replies[strings.TrimPrefix(m.Subject, inbox+".")] = append(replies[strings.TrimPrefix(m.Subject, inbox+".")], r)
-		mu.Unlock()
+		replies.Add(requestReply{strings.TrimPrefix(m.Subject, inbox+"."), r})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := c.NC.Flush(); err != nil {
-		t.Fatal(err)
-	}
 	body, _ := json.Marshal(map[string]any{"action": action, "timeout_ms": timeout.Milliseconds()})
 	var ids []string
 	sent := time.Now()
@@ -94,16 +89,12 @@ func TestActorKilled(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, delay)
 	defer cancel()
 	var instancesSeen map[string]int
-	err = pollUntil(wctx, "actions of both replicas at the PBXs", func() error {
+	err := pollUntil(wctx, "actions of both replicas at the PBXs", func() error {
 		byID, _, err := executed()
 		if err != nil {
 			return err
 		}
-		instancesSeen = map[string]int{}
-		for id := range byID {
-			inst, _, _ := strings.Cut(id, ".")
-			instancesSeen[inst]++
-		}
+		instancesSeen = perInstance(byID)
 		if len(instancesSeen) < 2 {
 			return fmt.Errorf("actions from %d replica(s)", len(instancesSeen))
 		}
@@ -138,27 +129,17 @@ func TestActorKilled(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		okBy := map[string]int{}
-		for _, rs := range replies {
-			for _, r := range rs {
-				inst, _, _ := strings.Cut(r.ActionID, ".")
-				okBy[inst]++
-			}
+		for _, r := range replies.All() {
+			okBy[instanceOf(r.ActionID)]++
 		}
 		if len(okBy) == 0 {
 			return errors.New("no reply yet")
 		}
+		ranBy := perInstance(byID)
 		for inst, k := range okBy {
-			ran := 0
-			for id := range byID {
-				if strings.HasPrefix(id, inst+".") {
-					ran++
-				}
-			}
-			if ran != k {
-				return fmt.Errorf("instance %s ran %d actions, %d replies so far", inst, ran, k)
+			if ranBy[inst] != k {
+				return fmt.Errorf("instance %s ran %d actions, %d replies so far", inst, ranBy[inst], k)
 			}
 		}
 		return nil
@@ -177,11 +158,13 @@ func TestActorKilled(t *testing.T) {
 	if total > len(ids) {
 		t.Errorf("the PBXs received %d %s actions for %d requests", total, action, len(ids))
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	byRequest := map[string][]*Reply{}
+	for _, r := range replies.All() {
+		byRequest[r.request] = append(byRequest[r.request], r.Reply)
+	}
 	answered, okBy := 0, map[string]int{}
 	for _, id := range ids {
-		rs := replies[id]
+		rs := byRequest[id]
 		switch {
 		case len(rs) > 1:
 			t.Errorf("request %s got %d replies", id, len(rs))
@@ -195,8 +178,7 @@ func TestActorKilled(t *testing.T) {
 			if _, ok := byID[r.ActionID]; !ok {
 				t.Errorf("request %s: reply for action %s, which no PBX received", id, r.ActionID)
 			}
-			inst, _, _ := strings.Cut(r.ActionID, ".")
-			okBy[inst]++
+			okBy[instanceOf(r.ActionID)]++
 		}
 	}
 	// Every action the survivor ran was answered: the replies came from
@@ -208,11 +190,7 @@ func TestActorKilled(t *testing.T) {
 	for inst := range okBy {
 		survivorInst = inst
 	}
-	ranBy := map[string]int{}
-	for id := range byID {
-		inst, _, _ := strings.Cut(id, ".")
-		ranBy[inst]++
-	}
+	ranBy := perInstance(byID)
 	if ranBy[survivorInst] != okBy[survivorInst] {
 		t.Errorf("the survivor ran %d actions and answered %d", ranBy[survivorInst], okBy[survivorInst])
 	}

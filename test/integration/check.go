@@ -37,13 +37,22 @@ func (c *Cluster) OwnerCounts(v View) (byOwner map[string]int, unowned []string)
 // Owners returns each node's owner, from the open session in the stream
 // ("" if none).
 func (c *Cluster) Owners() map[string]string {
-	out := map[string]string{}
+	open := c.openSessions()
+	out := make(map[string]string, len(c.Nodes))
+	for _, n := range c.Nodes {
+		out[n] = open[n].Owner
+	}
+	return out
+}
+
+// openSessions returns the session_start of each node's open session in
+// the stream, for the nodes that have one.
+func (c *Cluster) openSessions() map[string]Record {
+	out := map[string]Record{}
 	c.Tail.Read(func(v View) {
 		for _, n := range c.Nodes {
 			if r, ok := v.Open(n); ok {
-				out[n] = r.Owner
-			} else {
-				out[n] = ""
+				out[n] = r
 			}
 		}
 	})
@@ -361,13 +370,9 @@ func (c *Cluster) WaitNodeEvents(ctx context.Context, n int, nodes []string) {
 // OpenSessions returns each node's open session id from the stream.
 func (c *Cluster) OpenSessions() map[string]string {
 	out := map[string]string{}
-	c.Tail.Read(func(v View) {
-		for _, n := range c.Nodes {
-			if r, ok := v.Open(n); ok {
-				out[n] = r.Session
-			}
-		}
-	})
+	for n, r := range c.openSessions() {
+		out[n] = r.Session
+	}
 	return out
 }
 

@@ -225,6 +225,17 @@ func StartCluster(t *testing.T, spec Spec) *Cluster {
 	return c
 }
 
+// StartLive is StartCluster for a scenario that disturbs live traffic: it
+// returns the cluster, with the context the scenario runs in, once every
+// node has stored 100 more messages than when the cluster was up.
+func StartLive(t *testing.T, spec Spec) (*Cluster, context.Context) {
+	t.Helper()
+	c := StartCluster(t, spec)
+	ctx := context.Background()
+	c.WaitEvents(ctx, 100)
+	return c, ctx
+}
+
 // parallel runs f(0..n-1) at once and joins their errors.
 func parallel(n int, f func(i int) error) error {
 	errs := make([]error, n)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"testing"
 	"time"
 )
@@ -10,9 +9,7 @@ import (
 // (SIGKILL). The survivors take over each of its nodes within TTL + 5 s,
 // and amisim never sees two ingest sessions of one node logged in at once.
 func TestIngestKilled(t *testing.T) {
-	c := StartCluster(t, Spec{TTL: 3 * time.Second})
-	ctx := context.Background()
-	c.WaitEvents(ctx, 100)
+	c, ctx := StartLive(t, Spec{TTL: 3 * time.Second})
 
 	victim := c.Ingest[1]
 	before := c.OpenSessions()

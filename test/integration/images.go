@@ -3,9 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,17 +99,11 @@ func moduleRoot() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f, err := os.Open(filepath.Join(dir, "go.mod"))
+	mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 	if err != nil {
 		return "", fmt.Errorf("module root not found from the test's directory: %w", err)
 	}
-	defer f.Close()
-	head := make([]byte, 64)
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return "", err
-	}
-	if !bytes.Contains(head[:n], []byte("module github.com/amibus/amibus")) {
+	if !bytes.Contains(mod, []byte("module github.com/amibus/amibus")) {
 		return "", fmt.Errorf("%s/go.mod is not amibus's", dir)
 	}
 	return dir, nil

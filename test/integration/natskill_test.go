@@ -17,9 +17,7 @@ import (
 // gives its nodes up, so with a shorter TTL the kill would also move nodes,
 // which is scenario 2's subject, not this one's.
 func TestNATSServerKilled(t *testing.T) {
-	c := StartCluster(t, Spec{TTL: 20 * time.Second})
-	ctx := context.Background()
-	c.WaitEvents(ctx, 100)
+	c, ctx := StartLive(t, Spec{TTL: 20 * time.Second})
 
 	info, err := c.JS.Stream(ctx, streamName)
 	if err != nil {

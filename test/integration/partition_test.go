@@ -14,9 +14,7 @@ import (
 // the network is back it rejoins and takes its share again, with nothing
 // stored twice and no history interleaved.
 func TestIngestPartitioned(t *testing.T) {
-	c := StartCluster(t, Spec{TTL: 3 * time.Second})
-	ctx := context.Background()
-	c.WaitEvents(ctx, 100)
+	c, ctx := StartLive(t, Spec{TTL: 3 * time.Second})
 
 	victim := c.Ingest[0]
 	survivors := c.Ingest[1:]

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -14,9 +13,7 @@ import (
 // the next one starts, and a graceful hand-over costs about one reconnect,
 // far less than the lease TTL.
 func TestRollingRestart(t *testing.T) {
-	c := StartCluster(t, Spec{TTL: 10 * time.Second})
-	ctx := context.Background()
-	c.WaitEvents(ctx, 100)
+	c, ctx := StartLive(t, Spec{TTL: 10 * time.Second})
 
 	// The grace period is the drain timeout (10 s) with a margin: a
 	// replica killed at its end would not have exited 0.

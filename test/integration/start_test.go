@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"testing"
 )
@@ -11,9 +10,7 @@ import (
 // events is missing from the stream: the replica that creates the stream
 // and the ones racing it must not lose what they read meanwhile.
 func TestSimultaneousStart(t *testing.T) {
-	c := StartCluster(t, Spec{Simultaneous: true})
-	ctx := context.Background()
-	c.WaitEvents(ctx, 100)
+	c, ctx := StartLive(t, Spec{Simultaneous: true})
 	c.Quiesce(ctx)
 
 	conns, err := c.ingestConns(ctx)

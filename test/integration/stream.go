@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -153,7 +152,7 @@ func (t *Tail) handle(m jetstream.Msg) {
 	md, err := m.Metadata()
 	var rec Record
 	if err == nil {
-		rec, err = parseRecord(md.Sequence.Stream, m.Subject(), m.Headers().Get(nats.MsgIdHdr), m.Data(), now)
+		rec, err = parseRecord(md.Sequence.Stream, m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), m.Data(), now)
 	}
 	t.mu.Lock()
 	if err == nil {
