@@ -144,15 +144,20 @@ func (n *Node) badInput(r Reason) {
 }
 
 // present reports whether every value is set; a missing one counts as a
-// missing_field bad input.
+// missing_field bad input. Small enough to inline: Apply calls it per event.
 func (n *Node) present(values ...string) bool {
 	for _, v := range values {
 		if v == "" {
-			n.badInput(ReasonMissingField)
-			return false
+			return n.missing()
 		}
 	}
 	return true
+}
+
+// missing counts a missing_field bad input and reports false.
+func (n *Node) missing() bool {
+	n.badInput(ReasonMissingField)
+	return false
 }
 
 func (n *Node) markDirty(k EntityKind, id string) {
