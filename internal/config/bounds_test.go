@@ -16,6 +16,7 @@ func TestUpperBounds(t *testing.T) {
 		yaml  func(n int64) string // the configuration with the field at n
 	}{
 		{"stream.replicas", 5, func(n int64) string { return fmt.Sprintf("stream: {replicas: %d}\n", n) }},
+		{"state.replicas", 5, func(n int64) string { return fmt.Sprintf("state: {replicas: %d}\n", n) }},
 		{"actor.max_pending", 100000, func(n int64) string { return fmt.Sprintf("actor: {max_pending: %d}\n", n) }},
 		// max_answer_bytes must be >= max_message_bytes: each is tested
 		// with the other at the limit.

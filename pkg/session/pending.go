@@ -182,9 +182,11 @@ func (c *conn) failAllLocked() {
 	c.listing.Store(0)
 }
 
-// claimLocked appends p's bytes to buf if p may still be written.
+// claimLocked appends p's bytes to buf if p may still be written. Its one
+// caller, writeLoop, has checked under the same lock that the connection
+// is not dead (fail tells every caller ErrDisconnected under that lock).
 func (c *conn) claimLocked(buf []byte, p *pending) []byte {
-	if c.dead || p.state != stateQueued {
+	if p.state != stateQueued {
 		return buf
 	}
 	p.state = stateWritten
